@@ -1,0 +1,3 @@
+from ocrbench.cli import main
+
+main()

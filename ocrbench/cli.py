@@ -1,0 +1,205 @@
+"""The ``ocrbench`` command line. Heavy modules are imported inside commands so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="One YAML recipe in, native CRNN/CTC jobs in five frameworks out, one metrics JSON.")
+env_app = typer.Typer(no_args_is_help=True, help="Per-backend virtual environments.")
+app.add_typer(env_app, name="env")
+
+SET_HELP = "Override a recipe key, e.g. --set train.epochs=3 (repeatable; the value is parsed as YAML)."
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def friendly(func):
+    """Turn OcrbenchError into a clear message and exit code 2, with no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from ocrbench.errors import OcrbenchError
+
+        try:
+            return func(*args, **kwargs)
+        except OcrbenchError as exc:
+            console = _console(stderr=True)
+            console.print(f"[bold red]error:[/bold red] {exc.message}", markup=True, soft_wrap=True)
+            if exc.hint:
+                console.print(f"  hint: {exc.hint}", soft_wrap=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            _console(stderr=True).print("interrupted")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+@app.command()
+@friendly
+def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+             set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+             backend: Optional[str] = typer.Option(None, "--backend", help="Run the recipe on this backend.")):
+    """Check a recipe (keys, types, ranges, backend, architecture) and print it with defaults filled in."""
+    import yaml
+
+    from ocrbench.recipe import load_recipe
+    from ocrbench.runner import plan
+
+    loaded, path = load_recipe(recipe, set_, backend)
+    p = plan(loaded, path)
+    typer.echo(yaml.safe_dump(p.resolved, sort_keys=False, allow_unicode=True), nl=False)
+    _console(stderr=True).print(f"{path}: valid ({p.spec.name}, arch {p.recipe.model.arch})")
+
+
+@app.command()
+@friendly
+def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+            set_: List[str] = typer.Option([], "--set", help=SET_HELP)):
+    """Prepare (or find) the recipe's canonical dataset and print its directory and fingerprint."""
+    from ocrbench import datasets
+    from ocrbench.recipe import load_recipe
+
+    loaded, path = load_recipe(recipe, set_)
+    console = _console(stderr=True)
+    prepared = datasets.prepare(loaded.resolved()["data"], path.parent, log=console.print)
+    typer.echo(f"{prepared.root}\t{prepared.fingerprint}")
+
+
+@app.command()
+@friendly
+def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (omit with --resume)."),
+        backend: Optional[str] = typer.Option(None, "--backend", help="Run the recipe on this backend."),
+        set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+        gpus: Optional[int] = typer.Option(None, "--gpus", min=0,
+                                           help="GPUs to use; 0 = CPU (default: the recipe's runtime.gpus)."),
+        out: Path = typer.Option(Path("runs"), "--out", help="Directory for run directories."),
+        python: Optional[str] = typer.Option(None, "--python",
+                                             help="Use this interpreter for the backend instead of its env."),
+        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run directory.")):
+    """Run a recipe end to end: prepare data, train, evaluate, export, write metrics.json."""
+    from ocrbench.errors import OcrbenchError
+    from ocrbench.recipe import load_recipe
+    from ocrbench.runner import Runner, load_run, plan
+
+    if resume is not None:
+        if recipe is not None or backend or set_:
+            raise OcrbenchError("--resume continues a run as it was recorded; give no recipe, --backend or --set")
+        loaded, job = load_run(resume)
+        recipe_path = Path(job["recipe_path"]) if job.get("recipe_path") else None
+        gpus = job["device"]["gpus"] if gpus is None else gpus
+    elif recipe is None:
+        raise OcrbenchError("give a recipe file (or --resume RUN_DIR)")
+    else:
+        loaded, recipe_path = load_recipe(recipe, set_, backend)
+    p = plan(loaded, recipe_path)
+    console = _console()
+    runner = Runner(p, out, p.recipe.runtime.gpus if gpus is None else gpus, python, sys.argv, console,
+                    resume_dir=resume.resolve() if resume else None)
+    metrics_path, metrics = runner.run()
+    _summary(console, metrics_path, metrics)
+    if metrics["status"] != "ok":
+        raise typer.Exit(1)
+
+
+def _summary(console, path: Path, m: dict) -> None:
+    from rich.table import Table
+
+    if m["status"] != "ok":
+        console.print(f"[bold red]run failed[/bold red] ({m['error']['stage']}): {m['error']['message']}")
+        console.print(f"details: {path.parent / 'native.log'}; metrics: {path}")
+        return
+    e, t = m["eval"], m["train"]
+    table = Table(title=f"{m['run_id']}", show_header=True)
+    for column in ("seq acc", "char acc", "CER", "1-NED", "train s", "samples/s", "eval img/s", "peak RSS MB",
+                   "params"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{e['seq_acc']:.4f}", f"{e['char_acc']:.4f}", f"{e['cer']:.4f}", f"{e['ned']:.4f}",
+                  f"{t['wall_s']:.1f}", f"{t['samples_per_s']:.1f}", f"{e['images_per_s'] or 0:.0f}",
+                  f"{t['peak_rss_mb'] or 0:.0f}", f"{m['model']['params']:,}")
+    console.print(table)
+    if t["target_acc"] is not None:
+        reached = "not reached" if t["time_to_target_s"] is None else f"reached at {t['time_to_target_s']:.1f} s"
+        console.print(f"target seq acc {t['target_acc']}: {reached}")
+    for x in m["exports"]:
+        console.print(f"export {x['format']}: " + (f"{x['path']} ({x['bytes']:,} bytes)" if x["ok"]
+                                                   else f"[yellow]failed: {x['error']}[/yellow]"))
+    console.print(f"metrics: {path}")
+
+
+@app.command()
+@friendly
+def backends():
+    """List the registered backends and whether their environments are installed."""
+    from rich.table import Table
+
+    from ocrbench import envs
+    from ocrbench.backend import load_backends
+
+    table = Table(show_header=True)
+    for column in ("backend", "framework", "architectures", "exports", "environment"):
+        table.add_column(column)
+    for spec in load_backends().values():
+        state = envs.status(spec)
+        env = f"installed ({spec.distribution} {state.framework_version})" if state.installed else state.detail
+        table.add_row(spec.name, spec.framework, ", ".join(spec.archs), ", ".join(spec.export_formats), env)
+    _console().print(table)
+
+
+@env_app.command("install")
+@friendly
+def env_install(name: str = typer.Argument(..., help="Backend name, or 'all'."),
+                force: bool = typer.Option(False, "--force", help="Rebuild even if up to date.")):
+    """Create (or update) a backend's virtual environment from its pinned requirements."""
+    from ocrbench import envs
+    from ocrbench.backend import get_backend, load_backends
+
+    specs = list(load_backends().values()) if name == "all" else [get_backend(name)]
+    console = _console(stderr=True)
+    for spec in specs:
+        envs.install(spec, force=force, log=console.print)
+
+
+@env_app.command("list")
+@friendly
+def env_list():
+    """Show each backend's environment: installed or not, interpreter, framework version."""
+    from rich.table import Table
+
+    from ocrbench import envs
+    from ocrbench.backend import load_backends
+
+    table = Table(show_header=True)
+    for column in ("backend", "installed", "interpreter", "framework", "note"):
+        table.add_column(column)
+    for spec in load_backends().values():
+        s = envs.status(spec)
+        table.add_row(spec.name, "yes" if s.installed else "no", str(s.python or "-"),
+                      f"{spec.distribution} {s.framework_version}" if s.framework_version else "-", s.detail)
+    _console().print(table)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM ends ocrbench like Ctrl-C: the worker is stopped and a failed metrics.json is written."""
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""The canonical dataset: prepared once per fingerprint, shared by every backend.
+
+Layout of a prepared dataset directory (``$OCRBENCH_HOME/datasets/<source>-<key>/``)::
+
+    images/train/00000000.png ...   the images (captcha: PNG, RGB; imports: the original bytes)
+    images/eval/...
+    train.txt, eval.txt             label files, one ``relative/path<TAB>text`` line per image
+    charset.txt                     one character per line; line k is class k+1 (class 0 = CTC blank)
+    manifest.json                   counts, skips, generator versions, sha256 fingerprint
+
+The directory name is a hash of the data recipe (plus generator versions, and for imports the label
+files' contents and the images' sizes and times), so a second run with the same recipe reuses it. The
+directory is built under a temporary name and renamed into place: it is either complete or absent.
+
+Captcha determinism: the ``captcha`` package draws its randomness from ``secrets``. Each sample gets its
+own ``random.Random`` seeded from ``(seed, split, index)`` and the package's ``secrets`` calls are served
+from it while that sample is drawn, so the bytes of every image depend only on the recipe — not on the
+number of worker processes or the order they run in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ocrbench import atomic
+from ocrbench.errors import OcrbenchError
+from ocrbench.home import datasets_dir
+from ocrbench.labels import (LabelFileError, Sample, format_label_lines, is_safe_relative, iter_label_file,
+                             read_label_file)
+
+FORMAT = "ocrbench.dataset/1"
+SPLITS = ("train", "eval")
+CHUNK = 200  # captcha samples per task handed to a worker process
+
+
+@dataclass
+class PreparedDataset:
+    """A complete canonical dataset on disk."""
+
+    root: Path
+    manifest: dict
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def charset(self) -> str:
+        return self.manifest["charset"]
+
+    def samples(self, split: str) -> list[Sample]:
+        return read_label_file(self.root / f"{split}.txt")
+
+    def labels(self, split: str) -> dict[str, str]:
+        """Image path (the sample id) -> text."""
+        return {s.path: s.text for s in self.samples(split)}
+
+
+# ------------------------------------------------------------------------------------ seeded captcha
+class _SeededSecrets:
+    """Stands in for the ``secrets`` module inside ``captcha.image``, drawing from a seeded Random."""
+
+    def __init__(self, rng):
+        self._rng = rng
+
+    def randbelow(self, n: int) -> int:
+        return self._rng.randrange(n)
+
+    def randbits(self, k: int) -> int:
+        return self._rng.getrandbits(k)
+
+    def choice(self, seq):
+        return self._rng.choice(seq)
+
+
+@contextlib.contextmanager
+def seeded_captcha(rng) -> Iterator[None]:
+    """Serve the captcha package's random draws from ``rng`` for the duration of the block."""
+    import captcha.image as captcha_image
+
+    original = captcha_image.secrets
+    captcha_image.secrets = _SeededSecrets(rng)
+    try:
+        yield
+    finally:
+        captcha_image.secrets = original
+
+
+_GENERATORS: dict[tuple, object] = {}
+
+
+def _generator(width: int, height: int, fonts: tuple[str, ...], sizes: tuple[int, ...]):
+    from captcha.image import ImageCaptcha
+
+    key = (width, height, fonts, sizes)
+    if key not in _GENERATORS:
+        _GENERATORS[key] = ImageCaptcha(width=width, height=height, fonts=list(fonts) or None,
+                                        font_sizes=sizes)
+    return _GENERATORS[key]
+
+
+def sample_text(rng, charset: str, min_len: int, max_len: int) -> str:
+    """The label of one captcha: a length in [min_len, max_len], then that many characters."""
+    length = rng.randint(min_len, max_len)
+    return "".join(rng.choice(charset) for _ in range(length))
+
+
+def render_captcha(config: dict, split: str, index: int) -> tuple[bytes, str]:
+    """PNG bytes and text of sample ``index`` of ``split``; a pure function of its arguments."""
+    import random
+
+    rng = random.Random(f"ocrbench-captcha:{config['seed']}:{split}:{index}")
+    text = sample_text(rng, config["charset"], config["min_len"], config["max_len"])
+    generator = _generator(config["width"], config["height"], tuple(config["fonts"]),
+                           tuple(config["font_sizes"]))
+    with seeded_captcha(rng):
+        image = generator.generate_image(text)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue(), text
+
+
+def _captcha_chunk(task: tuple[dict, str, int, int, str]) -> list[tuple[str, str, str]]:
+    """Render samples [start, stop) of a split into ``out``; returns (relpath, sha256, text) rows."""
+    config, split, start, stop, out = task
+    rows = []
+    for index in range(start, stop):
+        png, text = render_captcha(config, split, index)
+        relpath = f"images/{split}/{index:08d}.png"
+        (Path(out) / relpath).write_bytes(png)
+        rows.append((relpath, hashlib.sha256(png).hexdigest(), text))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- preparing
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shape the dataset's bytes."""
+    found = {}
+    for dist in ("ocrbench", "captcha", "pillow", "lmdb"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = "unknown"
+    return found
+
+
+def prepare(data: dict, base_dir: Path, log: Callable[[str], None] = print) -> PreparedDataset:
+    """Prepare (or reuse) the canonical dataset for a recipe's resolved ``data`` section.
+
+    ``base_dir`` resolves relative paths in the recipe (the recipe file's directory).
+    """
+    config = _content_config(data, base_dir)
+    key = hashlib.sha256(json.dumps({"format": FORMAT, "config": config, "versions": versions()},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    root = datasets_dir() / f"{data['source']}-{key}"
+    if (root / "manifest.json").is_file():
+        manifest = json.loads((root / "manifest.json").read_text())
+        log(f"dataset: reusing {root} ({manifest['fingerprint'][:12]})")
+        return PreparedDataset(root, manifest)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split in SPLITS:
+        (tmp / "images" / split).mkdir(parents=True)
+    started = time.monotonic()
+    try:
+        builder = {"captcha": _build_captcha, "labelfile": _build_labelfile, "lmdb": _build_lmdb}
+        rows, charset, skipped = builder[data["source"]](data, config, tmp, log)
+        manifest = _finish(tmp, config, key, rows, charset, skipped, time.monotonic() - started)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        os.rename(tmp, root)
+    except OSError:  # another process finished the same dataset first: theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+        manifest = json.loads((root / "manifest.json").read_text())
+    log(f"dataset: wrote {root} — {manifest['splits']['train']['n']} train / {manifest['splits']['eval']['n']} "
+        f"eval images in {manifest['seconds']:.1f} s ({manifest['images_per_s']:.0f} images/s)")
+    return PreparedDataset(root, manifest)
+
+
+def _finish(tmp: Path, config: dict, key: str, rows: dict[str, list[tuple[str, str, str]]], charset: str,
+            skipped: dict[str, dict[str, int]], seconds: float) -> dict:
+    """Write label files, charset and manifest; the fingerprint covers images, labels and charset."""
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        if not rows[split]:
+            raise OcrbenchError(f"data: the {split} split is empty after preparation")
+        for relpath, sha, text in rows[split]:
+            digest.update(f"{split}\t{relpath}\t{sha}\t{text}\n".encode())
+        atomic.write_text(tmp / f"{split}.txt", format_label_lines([Sample(p, t) for p, _, t in rows[split]]))
+    digest.update(("charset\t" + charset).encode())
+    atomic.write_text(tmp / "charset.txt", "".join(c + "\n" for c in charset))
+    total = sum(len(r) for r in rows.values())
+    manifest = {
+        "format": FORMAT,
+        "key": key,
+        "fingerprint": digest.hexdigest(),
+        "source": config["source"],
+        "config": config,
+        "charset": charset,
+        "splits": {s: {"n": len(rows[s]), "labels": f"{s}.txt",
+                       "max_len": max(len(t) for _, _, t in rows[s])} for s in SPLITS},
+        "skipped": skipped,
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(total / max(seconds, 1e-9), 1),
+    }
+    atomic.write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def _content_config(data: dict, base_dir: Path) -> dict:
+    """The part of the data section that determines the dataset's content, paths made absolute."""
+    config = {k: v for k, v in data.items() if k not in ("workers",)}
+    if data["source"] == "captcha":
+        config["fonts"] = [str(_existing(base_dir, f, f"data.fonts[{i}]")) for i, f in enumerate(data["fonts"])]
+        return config
+    for field in ("train", "eval", "root", "charset_file"):
+        if config.get(field):
+            config[field] = str(_existing(base_dir, config[field], f"data.{field}"))
+    config["signature"] = _import_signature(config)
+    return config
+
+
+def _existing(base_dir: Path, value: str, key: str) -> Path:
+    path = (base_dir / Path(value).expanduser()).resolve()
+    if not path.exists():
+        raise OcrbenchError(f"{key}: {path} does not exist", hint="paths are relative to the recipe file")
+    return path
+
+
+def _import_signature(config: dict) -> str:
+    """Changes when the imported files change: label-file bytes and image/db sizes and times."""
+    digest = hashlib.sha256()
+    for field in ("train", "eval", "charset_file"):
+        if not config.get(field):
+            continue
+        path = Path(config[field])
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for item in files:
+            if item.is_file():
+                digest.update(f"{item}:{item.stat().st_size}".encode())
+                digest.update(hashlib.sha256(item.read_bytes()).digest() if item.suffix != ".mdb"
+                              else str(item.stat().st_mtime_ns).encode())
+    if config.get("root"):
+        for split in ("train", "eval"):
+            try:
+                samples = read_label_file(config[split], config.get("delimiter", "\t"))
+            except (LabelFileError, OSError, UnicodeDecodeError):
+                continue  # reported properly while importing
+            for sample in samples:
+                image = Path(config["root"]) / sample.path
+                with contextlib.suppress(OSError):
+                    stat = image.stat()
+                    digest.update(f"{sample.path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def _build_captcha(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+    workers = data.get("workers") or os.cpu_count() or 1
+    total = data["train_size"] + data["eval_size"]
+    log(f"dataset: rendering {total} captchas with {workers} process(es) ...")
+    tasks = [(config, split, start, min(start + CHUNK, size), str(out))
+             for split, size in (("train", data["train_size"]), ("eval", data["eval_size"]))
+             for start in range(0, size, CHUNK)]
+    rows: dict[str, list] = {s: [] for s in SPLITS}
+    if workers == 1:
+        results = map(_captcha_chunk, tasks)
+        for task, chunk in zip(tasks, results):
+            rows[task[1]].extend(chunk)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for task, chunk in zip(tasks, pool.map(_captcha_chunk, tasks)):
+                rows[task[1]].extend(chunk)
+    return rows, data["charset"], {s: {} for s in SPLITS}
+
+
+# ------------------------------------------------------------------------------------------- imports
+class _Importer:
+    """Checks and copies imported samples, applying the bad-sample policy (error, or counted skip)."""
+
+    def __init__(self, data: dict, out: Path, split: str, charset: str | None):
+        self.policy = data["on_bad_sample"]
+        self.out = out
+        self.split = split
+        self.charset = set(charset) if charset else None
+        self.rows: list[tuple[str, str, str]] = []
+        self.skipped: dict[str, int] = {}
+
+    def bad(self, where: str, reason: str, problem: str) -> None:
+        if self.policy == "error":
+            raise OcrbenchError(f"{where}: {problem}",
+                                hint="fix the data, or set data.on_bad_sample: skip to skip and count such samples")
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def add(self, where: str, image: bytes | None, text: str) -> None:
+        if image is None:
+            return self.bad(where, "missing_image", "image file not found")
+        if text == "":
+            return self.bad(where, "empty_label", "empty label")
+        if self.charset is not None and set(text) - self.charset:
+            unknown = "".join(sorted(set(text) - self.charset))
+            return self.bad(where, "outside_charset", f"label {text!r} has characters outside the charset: "
+                                                      f"{unknown!r}")
+        ext = _image_extension(image)
+        if ext is None:
+            return self.bad(where, "unreadable_image", "image cannot be decoded")
+        relpath = f"images/{self.split}/{len(self.rows):08d}{ext}"
+        (self.out / relpath).write_bytes(image)
+        self.rows.append((relpath, hashlib.sha256(image).hexdigest(), text))
+
+
+def _image_extension(image: bytes) -> str | None:
+    """The file extension for encoded image bytes, or None if PIL cannot decode them."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(image)) as img:
+            img.load()
+            kind = (img.format or "png").lower()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    return {"jpeg": ".jpg"}.get(kind, f".{kind}")
+
+
+def _import_charset(data: dict, config: dict) -> str | None:
+    if data.get("charset") and data.get("charset_file"):
+        raise OcrbenchError("data: set either charset or charset_file, not both")
+    if data.get("charset"):
+        return data["charset"]
+    if config.get("charset_file"):
+        from ocrbench.codec import Charset
+
+        try:
+            return Charset.from_file(config["charset_file"]).chars
+        except ValueError as exc:
+            raise OcrbenchError(f"data.charset_file: {exc}") from None
+    return None
+
+
+def _derived_charset(rows: dict[str, list], given: str | None) -> str:
+    """The given charset, or every character of the labels in sorted order."""
+    if given:
+        return given
+    chars = sorted({c for split in SPLITS for _, _, text in rows[split] for c in text})
+    if not chars:
+        raise OcrbenchError("data: cannot derive a charset from empty labels")
+    return "".join(chars)
+
+
+def _build_labelfile(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+    charset = _import_charset(data, config)
+    root = Path(config["root"])
+    rows, skipped = {}, {}
+    for split in SPLITS:
+        label_path = Path(config[split])
+        try:
+            samples_with_lines = _read_with_lines(label_path, data["delimiter"])
+        except UnicodeDecodeError:
+            raise OcrbenchError(f"data.{split}: {label_path} is not UTF-8 text") from None
+        importer = _Importer(data, out, split, charset)
+        for line, sample in samples_with_lines:
+            where = f"{label_path}:{line}"
+            if not is_safe_relative(sample.path) or not (root / sample.path).resolve().is_relative_to(root):
+                importer.bad(where, "path_outside_root", f"image path {sample.path!r} escapes {root}")
+                continue
+            image_path = root / sample.path
+            image = image_path.read_bytes() if image_path.is_file() else None
+            importer.add(where, image, sample.text)
+        rows[split], skipped[split] = importer.rows, importer.skipped
+        log(f"dataset: imported {len(importer.rows)} {split} samples from {label_path}"
+            + (f", skipped {importer.skipped}" if importer.skipped else ""))
+    return rows, _derived_charset(rows, charset), skipped
+
+
+def _read_with_lines(path: Path, delimiter: str) -> list[tuple[int, Sample]]:
+    try:
+        return list(iter_label_file(path, delimiter))
+    except LabelFileError as exc:
+        raise OcrbenchError(str(exc)) from None
+
+
+def _build_lmdb(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+    from ocrbench.lmdb_layout import LmdbReader
+
+    charset = _import_charset(data, config)
+    rows, skipped = {}, {}
+    for split in SPLITS:
+        try:
+            reader = LmdbReader(config[split])
+        except (FileNotFoundError, ValueError) as exc:
+            raise OcrbenchError(f"data.{split}: {exc}") from None
+        importer = _Importer(data, out, split, charset)
+        try:
+            for index in range(len(reader)):
+                where = f"{config[split]} sample {index + 1}"
+                try:
+                    image, text = reader[index]
+                except (KeyError, UnicodeDecodeError) as exc:
+                    importer.bad(where, "unreadable_record", f"cannot read record ({exc})")
+                    continue
+                importer.add(where, image, text)
+        finally:
+            reader.close()
+        rows[split], skipped[split] = importer.rows, importer.skipped
+        log(f"dataset: imported {len(importer.rows)} {split} samples from {config[split]}")
+    return rows, _derived_charset(rows, charset), skipped

@@ -1,0 +1,354 @@
+"""The recipe: one YAML format for every backend, validated with clear, key-path-naming errors.
+
+Every key and its default is documented in docs/recipes.md. Relative paths inside a recipe are resolved
+against the recipe file's directory. Loading uses ``yaml.safe_load`` only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ocrbench.errors import OcrbenchError
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------------------- model
+class CrnnParams(Section):
+    """Parameters of the shared ``crnn`` architecture (docs/architectures.md).
+
+    Defaults are the reference CRNN (crnn.pytorch / CRNN_Chinese_Characters_Rec): 8,317,963 parameters for
+    11 classes. Input is gray, ``32 x input_width`` pixels; the output has ``input_width / 4 + 1`` steps.
+    """
+
+    input_width: int = Field(100, ge=16, le=4096, multiple_of=4,
+                             description="image width in pixels after resizing (height is fixed at 32)")
+    channels: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        [64, 128, 256, 256, 512, 512, 512], min_length=7, max_length=7,
+        description="output channels of the 7 convolutions")
+    hidden: int = Field(256, ge=1, le=4096, description="LSTM hidden units per direction")
+
+    def param_count(self, classes: int) -> int:
+        """Trainable parameters of this instance (the formula of docs/architectures.md).
+
+        Convolutions have biases; BatchNorm (after convs 2, 4, 6) counts gamma and beta; each LSTM
+        direction has input and recurrent weights and two bias vectors (4 x hidden each).
+        """
+        kernels = (3, 3, 3, 3, 3, 3, 2)
+        total, previous = 0, 1
+        for index, (out, kernel) in enumerate(zip(self.channels, kernels)):
+            total += kernel * kernel * previous * out + out
+            total += 2 * out if index in (2, 4, 6) else 0
+            previous = out
+
+        def bilstm(inputs: int, hidden: int) -> int:
+            return 2 * (4 * hidden * (inputs + hidden) + 8 * hidden)
+
+        h = self.hidden
+        total += bilstm(previous, h) + (2 * h * h + h)
+        total += bilstm(h, h) + (2 * h * classes + classes)
+        return total
+
+
+SHARED_ARCHS: dict[str, type[Section]] = {"crnn": CrnnParams}
+
+
+class ModelSection(Section):
+    arch: str = "crnn"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------ data
+class _DataCommon(Section):
+    on_bad_sample: Literal["error", "skip"] = "error"
+    workers: int | None = Field(None, ge=1, le=256, description="processes for preparation; default all cores")
+
+
+class CaptchaData(_DataCommon):
+    """Synthetic captchas rendered by the ``captcha`` package, made deterministic by ``seed``."""
+
+    source: Literal["captcha"]
+    width: int = Field(160, ge=16, le=2048)
+    height: int = Field(60, ge=16, le=1024)
+    min_len: int = Field(4, ge=1, le=64)
+    max_len: int = Field(4, ge=1, le=64)
+    charset: str = Field("0123456789", min_length=1)
+    fonts: list[str] = Field(default_factory=list, description="TrueType files; empty = DroidSansMono")
+    font_sizes: list[Annotated[int, Field(ge=4, le=512)]] = Field([42, 50, 56], min_length=1)
+    train_size: int = Field(10000, ge=1, le=10_000_000)
+    eval_size: int = Field(1000, ge=1, le=10_000_000)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "CaptchaData":
+        if self.min_len > self.max_len:
+            raise ValueError(f"min_len ({self.min_len}) is larger than max_len ({self.max_len})")
+        return self
+
+    @field_validator("charset")
+    @classmethod
+    def _unique(cls, value: str) -> str:
+        return _check_unique(value)
+
+
+class _ImportedData(_DataCommon):
+    charset: str | None = Field(None, description="characters; default: every character in the labels")
+    charset_file: str | None = Field(None, description="one character per line")
+
+    @field_validator("charset")
+    @classmethod
+    def _unique(cls, value: str | None) -> str | None:
+        return None if value is None else _check_unique(value)
+
+
+class LabelFileData(_ImportedData):
+    """Your images plus ``path<TAB>text`` label files (PaddleOCR SimpleDataSet / DTRB gt format)."""
+
+    source: Literal["labelfile"]
+    root: str = Field(description="directory the label file paths are relative to")
+    train: str
+    eval: str
+    delimiter: str = Field("\t", min_length=1)
+
+
+class LmdbData(_ImportedData):
+    """LMDB databases in the DTRB / crnn.pytorch layout (1-based ``image-%09d`` / ``label-%09d``)."""
+
+    source: Literal["lmdb"]
+    train: str
+    eval: str
+
+
+DataSection = Annotated[Union[CaptchaData, LabelFileData, LmdbData], Field(discriminator="source")]
+
+
+def _check_unique(chars: str) -> str:
+    dupes = sorted({c for c in chars if chars.count(c) > 1})
+    if dupes:
+        raise ValueError(f"charset repeats {''.join(dupes)!r}")
+    return chars
+
+
+# ----------------------------------------------------------------------------------------------- train
+class OptimizerSection(Section):
+    name: Literal["adam", "sgd", "rmsprop", "adadelta"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd and rmsprop only")
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam only")
+
+
+class ScheduleSection(Section):
+    """Learning-rate schedule, evaluated per optimizer step by ocrbench.schedule (shared by backends)."""
+
+    name: Literal["constant", "multistep", "cosine", "poly"] = "constant"
+    milestones: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, description="epochs")
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: float = Field(0.0, ge=0)
+    power: float = Field(1.0, gt=0)
+    end_lr: float = Field(0.0, ge=0)
+
+
+class TrainSection(Section):
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+    lr_schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    seed: int = Field(0, ge=0)
+    target_acc: float | None = Field(None, gt=0, le=1, description="sequence accuracy for time-to-target")
+    grad_clip: float | None = Field(None, gt=0, description="global gradient-norm clip")
+    loader_workers: int = Field(0, ge=0, le=64)
+    log_every: int = Field(20, ge=1)
+    eval_every: int = Field(1, ge=1, description="epochs between evaluations")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads; default all cores")
+
+
+# ------------------------------------------------------------------------------------------------ eval
+class ProtocolSection(Section):
+    """How predictions and labels are normalised before scoring (written into every result)."""
+
+    case: Literal["sensitive", "lower", "upper"] = "sensitive"
+    spaces: Literal["keep", "strip", "remove"] = "keep"
+    charset_filter: bool = Field(False, description="drop characters outside the charset before scoring")
+
+
+class EvalSection(Section):
+    protocol: ProtocolSection = Field(default_factory=ProtocolSection)
+    batch_size: int = Field(256, ge=1, le=65_536)
+
+
+class ExportSection(Section):
+    formats: list[str] = Field(default_factory=list)
+    onnx_opset: int = Field(18, ge=7, le=30)
+
+
+class RuntimeSection(Section):
+    gpus: int = Field(0, ge=0, le=1024)
+    python: dict[str, str] = Field(default_factory=dict,
+                                   description="backend name -> interpreter to use instead of its env")
+
+
+class Recipe(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+    backend: str = "pytorch"
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection)
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe with every default filled in, as plain JSON data."""
+        return self.model_dump(mode="json")
+
+    def content_hash(self) -> str:
+        """sha256 over everything that defines the experiment (``runtime`` excluded)."""
+        data = self.resolved()
+        data.pop("runtime", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------- loading & errors
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a recipe file with ``yaml.safe_load``; errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OcrbenchError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OcrbenchError(f"{path}: cannot read recipe ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise OcrbenchError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise OcrbenchError(f"{path}: a recipe must be a mapping of keys (name, backend, model, data, ...)")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``key.path=value`` override in place; the value is parsed as YAML (``3``, ``[1,2]``)."""
+    if "=" not in assignment:
+        raise OcrbenchError(f"--set {assignment!r}: expected key.path=value (for example train.epochs=3)")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise OcrbenchError(f"--set {assignment!r}: empty key in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise OcrbenchError(f"--set {assignment!r}: {where} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None,
+                backend: str | None = None) -> tuple[Recipe, Path]:
+    """Load, override and validate a recipe. Returns the recipe and its absolute path."""
+    path = Path(path).expanduser().resolve()
+    data = load_yaml(path)
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    if backend:
+        data["backend"] = backend
+    return validate_data(data, str(path)), path
+
+
+def validate_data(data: dict[str, Any], origin: str) -> Recipe:
+    """Validate raw recipe data; every problem is reported with its key path, no traceback."""
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        lines = [format_error(err, data) for err in exc.errors()]
+        raise OcrbenchError(f"{origin}: invalid recipe\n" + "\n".join(f"  - {ln}" for ln in lines)) from None
+
+
+def format_error(err: dict[str, Any], data: dict[str, Any]) -> str:
+    """One pydantic error as ``key.path: problem`` with a suggestion for misspelt keys."""
+    loc = _clean_loc(err["loc"], data)
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1], data)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+        allowed = f" (allowed here: {', '.join(sorted(known))})" if known and not close else ""
+        return f"{key}: unknown key{hint}{allowed}"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    value = err.get("input")
+    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{key}: {message}{shown}"
+
+
+def _clean_loc(loc: tuple, data: dict[str, Any]) -> tuple:
+    """Drop pydantic's union tag (``data.captcha.width`` -> ``data.width``)."""
+    if len(loc) >= 2 and loc[0] == "data" and isinstance(data.get("data"), dict):
+        if loc[1] == data["data"].get("source"):
+            return (loc[0], *loc[2:])
+    return tuple(loc)
+
+
+def _known_keys(loc: tuple, data: dict[str, Any]) -> list[str]:
+    """Field names valid at ``loc`` in the recipe model (for 'did you mean')."""
+    model: Any = Recipe
+    for part in loc:
+        if part == "data" and model is Recipe:
+            source = data.get("data", {}).get("source") if isinstance(data.get("data"), dict) else None
+            model = {"captcha": CaptchaData, "labelfile": LabelFileData, "lmdb": LmdbData}.get(source)
+            if model is None:
+                return []
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def validate_arch_params(arch: str, params: dict[str, Any], schema: type[Section] | None,
+                         origin: str) -> dict[str, Any]:
+    """Validate ``model.params`` against the architecture's parameter model; returns them with defaults."""
+    if schema is None:
+        if params:
+            raise OcrbenchError(f"{origin}: model.params: architecture {arch!r} takes no parameters")
+        return {}
+    try:
+        return schema.model_validate(params).model_dump(mode="json")
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ("model", "params", *err["loc"])
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(str(err["loc"][-1]), list(schema.model_fields), n=1)
+                hint = f"; did you mean 'model.params.{close[0]}'?" if close else \
+                    f" (allowed: {', '.join(schema.model_fields)})"
+                lines.append(f"{'.'.join(map(str, loc))}: unknown key{hint}")
+            else:
+                lines.append(f"{'.'.join(map(str, loc))}: {err['msg']} (got {err.get('input')!r})")
+        raise OcrbenchError(f"{origin}: invalid recipe\n" + "\n".join(f"  - {ln}" for ln in lines)) from None

@@ -1,0 +1,183 @@
+"""Build metrics.json from a run's events and prediction files, and validate it against the schema.
+
+The worker reports what happened (timings, losses, file paths); every accuracy figure here is computed by
+:mod:`ocrbench.metrics` from the prediction files — the same code for every backend.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ocrbench.errors import OcrbenchError
+from ocrbench.metrics import Protocol, score_files
+
+SCHEMA_ID = "ocrbench.metrics/1"
+DECODER = "greedy CTC (argmax, merge repeats, drop blank 0) in ocrbench.codec"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    """The versioned JSON Schema of metrics.json shipped in the package."""
+    text = resources.files("ocrbench").joinpath("schemas/metrics-1.schema.json").read_text()
+    return json.loads(text)
+
+
+def validate_metrics(metrics: dict) -> None:
+    """Raise OcrbenchError naming the first key that breaks the schema."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(metrics), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise OcrbenchError(f"metrics.json does not match {SCHEMA_ID}: {where}: {first.message}")
+
+
+def read_events(path: Path) -> list[dict]:
+    """All complete events of a run (a torn last line from a killed worker is ignored)."""
+    events = []
+    if not path.is_file():
+        return events
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+class EvalScorer:
+    """Scores prediction files against the eval split, caching per file (live progress reuses it)."""
+
+    def __init__(self, run_dir: Path, labels: dict[str, str], protocol: Protocol, charset: str):
+        self.run_dir = run_dir
+        self.labels = labels
+        self.protocol = protocol
+        self.charset = charset
+        self._cache: dict[str, dict] = {}
+
+    def __call__(self, relpath: str) -> dict:
+        if relpath not in self._cache:
+            self._cache[relpath] = score_files(self.run_dir / relpath, self.labels, self.protocol, self.charset)
+        return self._cache[relpath]
+
+
+def _last(events: list[dict], name: str) -> dict | None:
+    found = [e for e in events if e["event"] == name]
+    return found[-1] if found else None
+
+
+def build_curve(events: list[dict], scorer: EvalScorer | None) -> list[dict]:
+    """Per-epoch points (the latest attempt wins after a resume), with eval scores where evaluated."""
+    points: dict[int, dict] = {}
+    for event in events:
+        if event["event"] == "epoch_end":
+            points[event["epoch"]] = {"epoch": event["epoch"], "step": event["step"], "loss": event["loss"],
+                                      "lr": event["lr"], "wall_s": event["wall_s"], "train_s": event["train_s"]}
+        elif event["event"] == "eval" and event["epoch"] in points and scorer is not None:
+            scores = scorer(event["predictions"])
+            points[event["epoch"]].update(eval_seq_acc=scores["seq_acc"], eval_char_acc=scores["char_acc"],
+                                          eval_ned=scores["ned"], eval_wall_s=event["wall_s"])
+    return [points[k] for k in sorted(points)]
+
+
+def time_to_target(curve: list[dict], target: float | None) -> float | None:
+    """Wall seconds from training start to the end of the first evaluation reaching ``target``."""
+    if target is None:
+        return None
+    for point in curve:
+        if point.get("eval_seq_acc") is not None and point["eval_seq_acc"] >= target:
+            return point["eval_wall_s"]
+    return None
+
+
+def assemble(*, run_id: str, run_dir: Path, recipe: dict, recipe_hash: str, recipe_path: str | None,
+             spec_framework: str, command: list[str], hardware: dict, dataset: dict | None,
+             events: list[dict], scorer: EvalScorer | None, failure: dict | None, created: str,
+             world_size: int = 1) -> dict[str, Any]:
+    """The metrics.json document of a run, complete or failed."""
+    start = _last(events, "start") or {}
+    model = _last(events, "model") or {}
+    prepared = _last(events, "prepared") or {}
+    train_end = _last(events, "train_end")
+    done = _last(events, "done")
+    error_event = _last(events, "error")
+    checkpoint = _last(events, "checkpoint")
+    final = _last(events, "predictions")
+    evals = [e for e in events if e["event"] == "eval"]
+    curve = build_curve(events, scorer)
+    target = recipe["train"]["target_acc"]
+
+    if failure is None and error_event is not None:
+        failure = {"type": error_event["type"], "message": error_event["message"], "stage": "worker"}
+    if failure is None and done is None:
+        failure = {"type": "WorkerError", "message": "the worker ended without reporting completion",
+                   "stage": "worker"}
+
+    scores = {"n": None, "seq_acc": None, "char_acc": None, "cer": None, "ned": None}
+    if failure is None and final is not None and scorer is not None:
+        scores = scorer(final["path"])
+    rss = (done or error_event or {}).get("peak_rss_mb")
+    samples_per_s = None
+    if train_end and train_end["train_s"] > 0:
+        samples_per_s = train_end["samples"] / train_end["train_s"]
+
+    exports = []
+    for event in events:
+        if event["event"] == "export":
+            files = event.get("files") or []
+            exports = [x for x in exports if x["format"] != event["format"]]
+            exports.append({"format": event["format"], "ok": event["ok"], "path": files[0] if files else None,
+                            "files": files, "bytes": event.get("bytes"), "error": event.get("error")})
+    if failure is not None:
+        failure.setdefault("log", "native.log")
+
+    return {
+        "schema": SCHEMA_ID,
+        "run_id": run_id,
+        "status": "ok" if failure is None else "failed",
+        "error": failure,
+        "created": created,
+        "command": command,
+        "recipe": {"name": recipe["name"], "hash": recipe_hash, "path": recipe_path},
+        "backend": {"name": recipe["backend"], "framework": spec_framework, "version": start.get("version"),
+                    "arch": recipe["model"]["arch"], "python": start.get("python"),
+                    "device": start.get("device")},
+        "dataset": {"fingerprint": dataset["fingerprint"] if dataset else None,
+                    "charset": dataset["charset"] if dataset else None,
+                    "source": dataset["source"] if dataset else None,
+                    "dir": dataset.get("dir") if dataset else None,
+                    "splits": {k: v["n"] for k, v in dataset["splits"].items()} if dataset else None},
+        "hardware": hardware,
+        "seed": recipe["train"]["seed"],
+        "world_size": world_size,
+        "train": {
+            "epochs": train_end["epochs"] if train_end else (curve[-1]["epoch"] if curve else None),
+            "steps": train_end["steps"] if train_end else (curve[-1]["step"] if curve else None),
+            "samples": train_end["samples"] if train_end else None,
+            "batch_size": recipe["train"]["batch_size"],
+            "wall_s": train_end["wall_s"] if train_end else None,
+            "train_s": train_end["train_s"] if train_end else None,
+            "prepare_s": prepared.get("seconds"),
+            "samples_per_s": samples_per_s,
+            "peak_rss_mb": rss,
+            "target_acc": target,
+            "time_to_target_s": time_to_target(curve, target),
+            "curve": curve,
+        },
+        "eval": {
+            "protocol": {**recipe["eval"]["protocol"], "decoder": DECODER},
+            **scores,
+            "images_per_s": evals[-1]["images_per_s"] if evals and failure is None else None,
+            "predictions": final["path"] if final and failure is None else None,
+        },
+        "model": {"params": model.get("params"), "classes": model.get("classes"),
+                  "arch_params": recipe["model"]["params"], "input": model.get("input"),
+                  "checkpoint_bytes": checkpoint["bytes"] if checkpoint else None},
+        "exports": exports,
+    }

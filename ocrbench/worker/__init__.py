@@ -1,0 +1,303 @@
+"""The worker side of the backend protocol: one driver loop shared by every backend.
+
+A backend's worker module (run inside the backend's own environment) implements :class:`Trainer` — the
+framework-specific parts — and calls :func:`serve`. The driver owns everything else, identically for all
+backends: reading the job spec, the epoch loop, evaluation cadence, CTC decoding (one decoder, in
+``ocrbench.codec``), prediction files, resume bookkeeping, exports bookkeeping, timing and the JSON-lines
+event stream. Metrics are *not* computed here: the core scores the prediction files.
+
+Standard library and numpy only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import numpy as np
+
+from ocrbench import atomic
+from ocrbench.codec import Charset, decode_best_paths
+from ocrbench.schedule import Schedule
+
+JOB_SCHEMA = "ocrbench.job/1"
+
+
+@dataclass
+class Job:
+    """The job spec the core wrote (``job.json``), with paths resolved."""
+
+    raw: dict
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.raw["run_dir"])
+
+    @property
+    def dataset_dir(self) -> Path:
+        return Path(self.raw["dataset"]["dir"])
+
+    @property
+    def native_dir(self) -> Path:
+        """Where the backend keeps its native copy of the dataset (shared by runs on the same data)."""
+        return Path(self.raw["dataset"]["native_dir"])
+
+    @property
+    def charset(self) -> Charset:
+        return Charset(self.raw["dataset"]["charset"])
+
+    @property
+    def model(self) -> dict:
+        return self.raw["model"]
+
+    @property
+    def train(self) -> dict:
+        return self.raw["train"]
+
+    @property
+    def eval(self) -> dict:
+        return self.raw["eval"]
+
+    @property
+    def gpus(self) -> int:
+        return int(self.raw["device"]["gpus"])
+
+    def path(self, name: str) -> Path:
+        """A run-directory path from the job's ``paths`` table (events, predictions, checkpoints, ...)."""
+        return self.run_dir / self.raw["paths"][name]
+
+
+class Trainer(Protocol):
+    """What a backend implements. Shapes and conventions:
+
+    * labels use ocrbench.codec's convention: class 0 is the CTC blank, charset[i] is class i + 1;
+    * ``predict`` yields (ids, best_paths) with best_paths an int array (batch, time), batch-major,
+      holding the argmax class per step in that convention.
+    """
+
+    framework: str  # e.g. "torch"
+
+    def version(self) -> str: ...
+
+    def setup(self, job: Job) -> dict: ...                 # devices, threads, seeds; returns device info
+
+    def prepare(self, job: Job) -> dict: ...               # canonical -> native data; returns info
+
+    def build(self, job: Job) -> dict: ...                 # model + optimizer; returns {"params", ...}
+
+    def steps_per_epoch(self) -> int: ...
+
+    def train_epoch(self, ctx: "EpochContext") -> float: ...  # returns the epoch's mean loss
+
+    def predict(self, split: str) -> Iterable[tuple[list[str], np.ndarray]]: ...
+
+    def save(self, directory: Path, epoch: int) -> list[Path]: ...
+
+    def load(self, directory: Path) -> None: ...
+
+    def export(self, fmt: str, directory: Path, opset: int) -> list[Path]: ...
+
+    def input_spec(self) -> dict: ...                      # shape/layout/pixel range of the model input
+
+
+class Events:
+    """Appends one JSON object per line to events.jsonl, flushed at once so the core can follow."""
+
+    def __init__(self, path: Path):
+        self._handle = path.open("a", encoding="utf-8")
+
+    def emit(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "time": time.time(), **fields}
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class EpochContext:
+    """Handed to ``Trainer.train_epoch``: the learning rate to use and where to report each step."""
+
+    def __init__(self, epoch: int, global_step: int, schedule: Schedule, events: Events, log_every: int):
+        self.epoch = epoch
+        self.global_step = global_step
+        self.samples = 0
+        self._schedule = schedule
+        self._events = events
+        self._log_every = log_every
+        self._started = time.perf_counter()
+
+    def lr(self) -> float:
+        """Learning rate for the step about to be taken (ocrbench.schedule, per global step)."""
+        return self._schedule.lr_at(self.global_step)
+
+    def step(self, samples: int, loss: float | Callable[[], float]) -> None:
+        """Record one optimizer step over ``samples`` images. ``loss`` may be a callable, evaluated only
+        when the step is logged (so a GPU backend does not synchronise every step)."""
+        check_parent()
+        lr = self.lr()
+        self.global_step += 1
+        self.samples += samples
+        if self.global_step % self._log_every == 0:
+            value = loss() if callable(loss) else loss
+            elapsed = time.perf_counter() - self._started
+            self._events.emit("step", epoch=self.epoch, step=self.global_step, loss=float(value), lr=lr,
+                              samples_per_s=self.samples / max(elapsed, 1e-9))
+
+
+_PARENT = os.getppid()
+
+
+def check_parent() -> None:
+    """Stop if the core that started this worker is gone (killed hard): never train as an orphan."""
+    if os.getppid() != _PARENT:
+        raise KeyboardInterrupt
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and of its largest finished child (MiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024.0  # ru_maxrss is in KiB on Linux
+
+
+def write_predictions(path: Path, batches: Iterable[tuple[list[str], np.ndarray]], charset: Charset) -> int:
+    """Decode best paths with the shared CTC decoder and write ``id<TAB>prediction`` lines atomically."""
+    lines = []
+    for ids, paths in batches:
+        for key, text in zip(ids, decode_best_paths(paths, charset)):
+            lines.append(f"{key}\t{text}\n")
+    atomic.write_text(path, "".join(lines))
+    return len(lines)
+
+
+def _load_state(checkpoints: Path) -> dict | None:
+    state = checkpoints / "state.json"
+    return json.loads(state.read_text()) if state.is_file() else None
+
+
+def run_job(trainer: Trainer, job: Job, events: Events) -> None:
+    """The shared driver: prepare, build, train with per-epoch evaluation and checkpoints, export."""
+    device = trainer.setup(job)
+    events.emit("start", framework=trainer.framework, version=trainer.version(), pid=os.getpid(),
+                python=sys.version.split()[0], **device)
+
+    started = time.perf_counter()
+    native = trainer.prepare(job)
+    events.emit("prepared", seconds=time.perf_counter() - started, **native)
+
+    model = trainer.build(job)
+    events.emit("model", **model, input=trainer.input_spec())
+
+    train = job.train
+    checkpoints, predictions = job.path("checkpoints"), job.path("predictions")
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    predictions.mkdir(parents=True, exist_ok=True)
+    state = {"epoch": 0, "global_step": 0, "wall_s": 0.0, "train_s": 0.0, "samples": 0}
+    if job.raw.get("resume"):
+        saved = _load_state(checkpoints)
+        if saved is None:
+            raise RuntimeError(f"--resume: no checkpoint in {checkpoints}")
+        trainer.load(checkpoints)
+        state = saved
+        events.emit("resumed", epoch=state["epoch"], step=state["global_step"])
+
+    steps = trainer.steps_per_epoch()
+    schedule = Schedule.from_job(train, steps)
+    events.emit("train_begin", epochs=train["epochs"], start_epoch=state["epoch"] + 1, steps_per_epoch=steps,
+                batch_size=train["batch_size"])
+    clock = time.perf_counter() - state["wall_s"]  # wall time continues across a resume
+    last_eval_file = None
+    for epoch in range(state["epoch"] + 1, train["epochs"] + 1):
+        ctx = EpochContext(epoch, state["global_step"], schedule, events, train["log_every"])
+        epoch_start = time.perf_counter()
+        loss = trainer.train_epoch(ctx)
+        epoch_s = time.perf_counter() - epoch_start
+        state.update(epoch=epoch, global_step=ctx.global_step, samples=state["samples"] + ctx.samples,
+                     train_s=state["train_s"] + epoch_s)
+        events.emit("epoch_end", epoch=epoch, step=ctx.global_step, loss=float(loss), lr=ctx.lr(),
+                    train_s=epoch_s, samples=ctx.samples, wall_s=time.perf_counter() - clock)
+        if epoch % train["eval_every"] == 0 or epoch == train["epochs"]:
+            last_eval_file = _evaluate(trainer, job, events, epoch, clock)
+        state["wall_s"] = time.perf_counter() - clock
+        saved = trainer.save(checkpoints, epoch)
+        atomic.write_json(checkpoints / "state.json", state)
+        events.emit("checkpoint", epoch=epoch, files=[str(p.relative_to(job.run_dir)) for p in saved],
+                    bytes=sum(p.stat().st_size for p in saved))
+    events.emit("train_end", epochs=state["epoch"], steps=state["global_step"], samples=state["samples"],
+                train_s=state["train_s"], wall_s=time.perf_counter() - clock)
+
+    final = predictions / "eval.tsv"
+    if last_eval_file is None:  # resumed after the last epoch, or nothing left to train
+        last_eval_file = _evaluate(trainer, job, events, state["epoch"], clock)
+    shutil.copyfile(last_eval_file, final.with_suffix(".tmp"))
+    os.replace(final.with_suffix(".tmp"), final)
+    events.emit("predictions", path=str(final.relative_to(job.run_dir)))
+
+    _export_all(trainer, job, events)
+    events.emit("done", peak_rss_mb=peak_rss_mb())
+
+
+def _evaluate(trainer: Trainer, job: Job, events: Events, epoch: int, clock: float) -> Path:
+    path = job.path("predictions") / f"eval-epoch{epoch:04d}.tsv"
+    started = time.perf_counter()
+    n = write_predictions(path, trainer.predict("eval"), job.charset)
+    seconds = time.perf_counter() - started
+    events.emit("eval", epoch=epoch, n=n, seconds=seconds, images_per_s=n / max(seconds, 1e-9),
+                predictions=str(path.relative_to(job.run_dir)), wall_s=time.perf_counter() - clock)
+    return path
+
+
+def _export_all(trainer: Trainer, job: Job, events: Events) -> None:
+    """Export every requested format; a failure is recorded with its reason, not raised."""
+    exports = job.path("exports")
+    for fmt in job.raw["export"]["formats"]:
+        target = exports / fmt
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        try:
+            files = trainer.export(fmt, target, job.raw["export"]["onnx_opset"])
+        except Exception as exc:  # the reason goes into metrics.json; other formats still run
+            print(traceback.format_exc(), file=sys.stderr, flush=True)
+            events.emit("export", format=fmt, ok=False, error=f"{type(exc).__name__}: {exc}")
+            continue
+        meta = {"format": fmt, "blank": 0, "charset": job.charset.chars, "classes": job.charset.num_classes,
+                "input": trainer.input_spec(), "output": "logits (time, batch, classes), time-major"}
+        atomic.write_json(target / "ocrbench-export.json", meta)
+        events.emit("export", format=fmt, ok=True, files=[str(p.relative_to(job.run_dir)) for p in files],
+                    bytes=sum(p.stat().st_size for p in files))
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM from the core (Ctrl-C there) ends the worker like Ctrl-C would."""
+    raise KeyboardInterrupt
+
+
+def serve(make_trainer: Callable[[], Trainer], argv: list[str] | None = None) -> None:
+    """Entry point of a worker process: ``<worker> JOB.json``. Exit 0 on success, 1 on error."""
+    argv = sys.argv[1:] if argv is None else argv
+    job = Job(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    if job.raw.get("schema") != JOB_SCHEMA:
+        raise SystemExit(f"unsupported job spec {job.raw.get('schema')!r}; expected {JOB_SCHEMA}")
+    events = Events(job.path("events"))
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run_job(make_trainer(), job, events)
+    except KeyboardInterrupt:
+        events.emit("error", type="Interrupted", message="the worker was interrupted", peak_rss_mb=peak_rss_mb())
+        raise SystemExit(130)
+    except Exception as exc:
+        traceback.print_exc()
+        events.emit("error", type=type(exc).__name__, message=str(exc), peak_rss_mb=peak_rss_mb())
+        raise SystemExit(1)
+    finally:
+        events.close()
