@@ -1,0 +1,230 @@
+"""PyTorch worker: runs inside the pytorch backend's environment (started by ocrbench.worker.bootstrap).
+
+Native data is LMDB in the crnn.pytorch / DTRB layout (1-based keys). Images are read gray, resized to
+32 x input_width (bilinear, aspect ratio not kept) and scaled to [-1, 1]. Loss is nn.CTCLoss with blank 0
+(ocrbench's convention is PyTorch's own, so nothing is converted), mean reduction (each sample's loss is
+divided by its target length, then averaged — PyTorch's default).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from backends.pytorch.model import CRNN
+from ocrbench.codec import Charset, pad_targets
+from ocrbench.labels import read_label_file
+from ocrbench.lmdb_layout import LmdbReader, write_lmdb
+from ocrbench.worker import EpochContext, Job, serve
+
+CHECKPOINT = "last.pt"
+HEIGHT = 32
+
+
+class LmdbImages(Dataset):
+    """Samples of a DTRB-layout LMDB as (uint8 gray image (32, W), text); decoded images are cached."""
+
+    def __init__(self, path: Path, width: int):
+        self.path = path
+        self.width = width
+        self._reader: LmdbReader | None = None
+        self._length = len(LmdbReader(path))
+        self._cache: dict[int, tuple[np.ndarray, str]] = {}
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, str]:
+        if index not in self._cache:
+            if self._reader is None:  # opened lazily: one handle per DataLoader worker process
+                self._reader = LmdbReader(self.path)
+            raw, text = self._reader[index]
+            with Image.open(io.BytesIO(raw)) as img:
+                gray = img.convert("L").resize((self.width, HEIGHT), Image.Resampling.BILINEAR)
+            self._cache[index] = (np.asarray(gray, dtype=np.uint8), text)
+        return self._cache[index]
+
+
+class Collate:
+    """Stack images to uint8 (B, 1, 32, W); encode texts as padded targets (blank 0) and lengths."""
+
+    def __init__(self, charset: Charset, max_len: int):
+        self.charset = charset
+        self.max_len = max_len
+
+    def __call__(self, batch):
+        images = torch.from_numpy(np.stack([image for image, _ in batch]))[:, None]
+        targets, lengths = pad_targets([text for _, text in batch], self.charset, self.max_len)
+        return images, torch.from_numpy(targets), torch.from_numpy(lengths)
+
+
+def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (B, 1, 32, W) in 0..255 -> float32 in [-1, 1] on ``device``."""
+    return images.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+
+
+class TorchTrainer:
+    framework = "torch"
+
+    def version(self) -> str:
+        return torch.__version__
+
+    def setup(self, job: Job) -> dict:
+        threads = job.train["threads"] or os.cpu_count() or 1
+        torch.set_num_threads(threads)
+        seed = job.train["seed"]
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        if job.gpus >= 1:
+            if not torch.cuda.is_available():
+                raise RuntimeError("--gpus asked for a GPU but this torch build sees none "
+                                   f"(torch {torch.__version__}, CUDA {torch.version.cuda})")
+            self.device = torch.device("cuda:0")
+            name = torch.cuda.get_device_name(0)
+        else:
+            self.device = torch.device("cpu")
+            name = "cpu"
+        self.job = job
+        return {"device": name, "threads": threads, "cuda": torch.version.cuda}
+
+    # ---------------------------------------------------------------------------------------- data
+    def prepare(self, job: Job) -> dict:
+        """Canonical dataset -> one LMDB per split under the dataset's native/pytorch directory."""
+        reused = True
+        for split in ("train", "eval"):
+            target = job.native_dir / split
+            if not (target / "data.mdb").is_file():
+                reused = False
+                samples = read_label_file(job.dataset_dir / f"{split}.txt")
+                pairs = ((job.dataset_dir.joinpath(s.path).read_bytes(), s.text) for s in samples)
+                write_lmdb(target, pairs)
+        self.ids = {split: [s.path for s in read_label_file(job.dataset_dir / f"{split}.txt")]
+                    for split in ("train", "eval")}
+        return {"format": "lmdb (crnn.pytorch/DTRB layout, 1-based keys)", "path": str(job.native_dir),
+                "reused": reused}
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = LmdbImages(self.job.native_dir / split, self.params["input_width"])
+        workers = self.job.train["loader_workers"]
+        generator = torch.Generator().manual_seed(self.job.train["seed"])
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                          collate_fn=Collate(self.job.charset, self.job.raw["dataset"]["max_label_len"]),
+                          generator=generator, persistent_workers=workers > 0,
+                          pin_memory=self.device.type == "cuda")
+
+    # --------------------------------------------------------------------------------------- model
+    def build(self, job: Job) -> dict:
+        self.params = job.model["params"]
+        classes = job.charset.num_classes
+        self.model = CRNN(classes, **self.params).to(self.device)
+        self.optimizer = make_optimizer(self.model, job.train["optimizer"])
+        self.criterion = nn.CTCLoss(blank=0, zero_infinity=True)
+        self.train_loader = self._loader("train", job.train["batch_size"], shuffle=True)
+        self.eval_loader = self._loader("eval", job.eval["batch_size"], shuffle=False)
+        params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return {"arch": job.model["arch"], "params": params, "classes": classes}
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def input_spec(self) -> dict:
+        return {"shape": [None, 1, HEIGHT, self.params["input_width"]], "layout": "NCHW", "color": "gray",
+                "dtype": "float32", "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
+                "resize": f"bilinear to {HEIGHT}x{self.params['input_width']}, aspect ratio not kept"}
+
+    def train_epoch(self, ctx: EpochContext) -> float:
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        batches = 0
+        clip = self.job.train["grad_clip"]
+        for images, targets, lengths in self.train_loader:
+            for group in self.optimizer.param_groups:
+                group["lr"] = ctx.lr()
+            logits = self.model(to_input(images, self.device))
+            steps, batch = logits.shape[:2]
+            input_lengths = torch.full((batch,), steps, dtype=torch.long)
+            loss = self.criterion(logits.log_softmax(2), targets, input_lengths, lengths)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+            total += loss.detach()
+            batches += 1
+            ctx.step(batch, lambda value=loss: value.item())
+        return (total / max(batches, 1)).item()
+
+    @torch.no_grad()
+    def predict(self, split: str):
+        self.model.eval()
+        ids = self.ids[split]
+        offset = 0
+        loader = self.eval_loader if split == "eval" else self._loader(split, self.job.eval["batch_size"], False)
+        for images, _, _ in loader:
+            logits = self.model(to_input(images, self.device))
+            paths = logits.argmax(2).transpose(0, 1).cpu().numpy()  # (B, T), batch-major
+            yield ids[offset: offset + len(paths)], paths
+            offset += len(paths)
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def save(self, directory: Path, epoch: int) -> list[Path]:
+        """Model + optimizer state as plain tensors/dicts (loadable with weights_only=True)."""
+        path = directory / CHECKPOINT
+        tmp = directory / (CHECKPOINT + ".tmp")
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "epoch": epoch, "params": dict(self.params), "charset": self.job.charset.chars,
+                    "torch_rng": torch.get_rng_state()}, tmp)
+        os.replace(tmp, path)
+        return [path]
+
+    def load(self, directory: Path) -> None:
+        state = torch.load(directory / CHECKPOINT, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+
+    # --------------------------------------------------------------------------------------- export
+    def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
+        model = copy.deepcopy(self.model).cpu().eval()
+        example = torch.zeros(2, 1, HEIGHT, self.params["input_width"])
+        if fmt == "torchscript":
+            path = directory / "model.ts"
+            with torch.no_grad():
+                torch.jit.trace(model, example).save(str(path))
+            return [path]
+        if fmt == "onnx":
+            path = directory / "model.onnx"
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset, external_data=False,
+                              input_names=["image"], output_names=["logits"],
+                              dynamic_shapes=({0: batch},), verbose=False)
+            return sorted(p for p in directory.iterdir() if p.name.startswith("model.onnx"))
+        raise ValueError(f"unknown export format {fmt!r}")
+
+
+def make_optimizer(model: nn.Module, spec: dict) -> torch.optim.Optimizer:
+    """The recipe's optimizer; the lr is overwritten each step from the shared schedule."""
+    params, lr, decay = model.parameters(), spec["lr"], spec["weight_decay"]
+    if spec["name"] == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(spec["betas"]), weight_decay=decay)
+    if spec["name"] == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=spec["momentum"], weight_decay=decay)
+    if spec["name"] == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=spec["momentum"], weight_decay=decay)
+    if spec["name"] == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=decay)
+    raise ValueError(f"unknown optimizer {spec['name']!r}")
+
+
+def main(argv: list[str]) -> None:
+    serve(TorchTrainer, argv)
