@@ -1,0 +1,46 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+OCRBENCH = [sys.executable, "-m", "ocrbench"]
+
+
+@pytest.fixture
+def isolated_home(tmp_path, monkeypatch):
+    """A private OCRBENCH_HOME so dataset tests start from an empty cache."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("OCRBENCH_HOME", str(home))
+    return home
+
+
+def run_cli(*args, env=None, cwd=None, timeout=900):
+    """Run the real ``ocrbench`` CLI as a user would, in a subprocess."""
+    merged = dict(os.environ, **(env or {}))
+    merged.setdefault("COLUMNS", "160")
+    return subprocess.run([*OCRBENCH, *map(str, args)], capture_output=True, text=True, env=merged,
+                          cwd=cwd or ROOT, timeout=timeout)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+TINY_CAPTCHA = """
+name: tiny
+backend: pytorch
+data:
+  source: captcha
+  width: 80
+  height: 32
+  font_sizes: [24]
+  train_size: 24
+  eval_size: 8
+  seed: 3
+"""

@@ -1,0 +1,154 @@
+"""The canonical dataset: deterministic captchas, imports, bad-data policy, LMDB layout."""
+
+import hashlib
+import io
+import json
+
+import lmdb
+import pytest
+from PIL import Image
+
+from ocrbench import datasets
+from ocrbench.errors import OcrbenchError
+from ocrbench.lmdb_layout import LmdbReader, write_lmdb
+from ocrbench.recipe import CaptchaData, LabelFileData, LmdbData
+
+
+def captcha(**overrides) -> dict:
+    base = dict(source="captcha", width=80, height=32, font_sizes=[24], train_size=30, eval_size=10, seed=5)
+    return CaptchaData(**{**base, **overrides}).model_dump(mode="json")
+
+
+def quiet(_message):
+    pass
+
+
+def tree_digest(root):
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_same_seed_same_bytes_whatever_the_worker_count(isolated_home, tmp_path, monkeypatch):
+    one = datasets.prepare(captcha(workers=1), tmp_path, quiet)
+    monkeypatch.setenv("OCRBENCH_HOME", str(tmp_path / "other-home"))
+    two = datasets.prepare(captcha(workers=2), tmp_path, quiet)
+    assert one.root != two.root
+    assert one.fingerprint == two.fingerprint
+    assert tree_digest(one.root) == tree_digest(two.root)
+    assert one.manifest["splits"]["train"]["n"] == 30 and one.manifest["splits"]["eval"]["n"] == 10
+
+
+def test_different_seed_different_fingerprint(isolated_home, tmp_path):
+    assert datasets.prepare(captcha(seed=1), tmp_path, quiet).fingerprint != \
+        datasets.prepare(captcha(seed=2), tmp_path, quiet).fingerprint
+
+
+def test_prepared_dataset_is_reused(isolated_home, tmp_path):
+    first = datasets.prepare(captcha(), tmp_path, quiet)
+    messages = []
+    second = datasets.prepare(captcha(), tmp_path, messages.append)
+    assert second.root == first.root and "reusing" in messages[0]
+
+
+def test_layout_labels_charset_and_manifest(isolated_home, tmp_path):
+    ds = datasets.prepare(captcha(min_len=3, max_len=4), tmp_path, quiet)
+    lines = (ds.root / "train.txt").read_text(encoding="utf-8").splitlines()
+    path, text = lines[0].split("\t")
+    assert path == "images/train/00000000.png" and 3 <= len(text) <= 4 and text.isdigit()
+    with Image.open(ds.root / path) as img:
+        assert img.size == (80, 32)
+    assert (ds.root / "charset.txt").read_text() == "".join(c + "\n" for c in "0123456789")
+    manifest = json.loads((ds.root / "manifest.json").read_text())
+    assert manifest["versions"]["captcha"] == "0.7.1"
+    assert len(manifest["fingerprint"]) == 64 and manifest["images_per_s"] > 0
+
+
+def _png(color=128) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (20, 10), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def labelfile_setup(tmp_path, train_lines):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (root / name).write_bytes(_png())
+    (root / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "train.txt").write_text("".join(f"{l}\n" for l in train_lines), encoding="utf-8")
+    (tmp_path / "eval.txt").write_text("c.png\t7\n", encoding="utf-8")
+    return dict(source="labelfile", root=str(root), train=str(tmp_path / "train.txt"),
+                eval=str(tmp_path / "eval.txt"))
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("broken.png\t12", "image cannot be decoded"),
+    ("a.png\t", "empty label"),
+    ("a.png\t1x", "outside the charset"),
+    ("../secret.png\t12", "escapes"),
+    ("missing.png\t12", "image file not found"),
+])
+def test_bad_samples_are_errors_naming_file_and_line(isolated_home, tmp_path, line, problem):
+    data = labelfile_setup(tmp_path, ["a.png\t12", line])
+    data = LabelFileData(**data, charset="0123456789").model_dump(mode="json")
+    with pytest.raises(OcrbenchError) as info:
+        datasets.prepare(data, tmp_path, quiet)
+    assert f"{tmp_path / 'train.txt'}:2" in str(info.value) and problem in str(info.value)
+    assert not list((isolated_home / "datasets").glob("labelfile-*")), "nothing half-written is left"
+
+
+def test_skip_policy_counts_every_skip(isolated_home, tmp_path):
+    lines = ["a.png\t12", "broken.png\t1", "b.png\t", "b.png\t1y", "../x.png\t1"]
+    data = LabelFileData(**labelfile_setup(tmp_path, lines), charset="0123456789",
+                         on_bad_sample="skip").model_dump(mode="json")
+    ds = datasets.prepare(data, tmp_path, quiet)
+    assert ds.manifest["splits"]["train"]["n"] == 1
+    assert ds.manifest["skipped"]["train"] == {"unreadable_image": 1, "empty_label": 1, "outside_charset": 1,
+                                               "path_outside_root": 1}
+
+
+def test_labelfile_charset_is_derived_when_not_given(isolated_home, tmp_path):
+    data = LabelFileData(**labelfile_setup(tmp_path, ["a.png\tba", "b.png\t9"])).model_dump(mode="json")
+    assert datasets.prepare(data, tmp_path, quiet).charset == "79ab"
+
+
+def test_lmdb_layout_is_one_based_and_readable_like_crnn_pytorch(tmp_path):
+    path = tmp_path / "db"
+    write_lmdb(path, [(_png(1), "12"), (_png(2), "345")])
+    env = lmdb.open(str(path), readonly=True, lock=False, max_readers=1)  # crnn.pytorch's reader settings
+    with env.begin() as txn:
+        assert txn.get(b"num-samples") == b"2"
+        assert txn.get(b"label-000000001") == b"12" and txn.get(b"label-000000002") == b"345"
+        assert txn.get(b"image-000000000") is None and txn.get(b"image-000000001") == _png(1)
+        with Image.open(io.BytesIO(txn.get(b"image-000000002"))) as img:
+            assert img.convert("L").size == (20, 10)
+    env.close()
+    assert [text for _, text in LmdbReader(path)] == ["12", "345"]
+
+
+def test_lmdb_source_imports_a_dtrb_database(isolated_home, tmp_path):
+    write_lmdb(tmp_path / "train", [(_png(1), "ab"), (_png(2), "ba")])
+    write_lmdb(tmp_path / "eval", [(_png(3), "a")])
+    data = LmdbData(source="lmdb", train=str(tmp_path / "train"), eval=str(tmp_path / "eval")).model_dump(
+        mode="json")
+    ds = datasets.prepare(data, tmp_path, quiet)
+    assert ds.charset == "ab"
+    assert [s.text for s in ds.samples("train")] == ["ab", "ba"]
+    assert (ds.root / ds.samples("eval")[0].path).read_bytes() == _png(3)
+
+
+def test_lmdb_source_rejects_a_directory_without_num_samples(isolated_home, tmp_path):
+    env = lmdb.open(str(tmp_path / "train"))
+    env.close()
+    data = LmdbData(source="lmdb", train=str(tmp_path / "train"), eval=str(tmp_path / "train")).model_dump(
+        mode="json")
+    with pytest.raises(OcrbenchError, match="no 'num-samples' key"):
+        datasets.prepare(data, tmp_path, quiet)
+
+
+def test_malformed_label_line_names_file_and_line(isolated_home, tmp_path):
+    data = LabelFileData(**labelfile_setup(tmp_path, ["a.png\t12", "no-delimiter-here"])).model_dump(mode="json")
+    with pytest.raises(OcrbenchError, match=r"train.txt:2: expected 'path'\\t'text'|train.txt:2: expected"):
+        datasets.prepare(data, tmp_path, quiet)

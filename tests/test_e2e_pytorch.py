@@ -1,0 +1,136 @@
+"""End to end with the real PyTorch backend on the tiny smoke set (needs `ocrbench env install pytorch`)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import OCRBENCH, RECIPES, ROOT, run_cli
+from ocrbench import envs
+from ocrbench.backend import get_backend
+from ocrbench.recipe import CrnnParams
+from ocrbench.results import validate_metrics
+
+pytestmark = pytest.mark.e2e
+SMOKE = RECIPES / "smoke" / "pytorch.yml"
+
+
+@pytest.fixture(scope="module")
+def torch_python():
+    python, _ = envs.resolve_python(get_backend("pytorch"))  # a clear error if the env is missing
+    return python
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, torch_python):
+    out = tmp_path_factory.mktemp("runs")
+    result = run_cli("run", SMOKE, "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = out.iterdir()
+    return run_dir, result
+
+
+def test_smoke_run_writes_a_complete_valid_run(smoke_run):
+    run_dir, result = smoke_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    validate_metrics(metrics)
+    assert metrics["status"] == "ok" and metrics["error"] is None
+    assert metrics["backend"]["name"] == "pytorch" and metrics["backend"]["version"].startswith("2.13")
+    assert metrics["eval"]["n"] == 64 and 0 <= metrics["eval"]["seq_acc"] <= 1
+    assert metrics["train"]["epochs"] == 2 and len(metrics["train"]["curve"]) == 2
+    assert metrics["train"]["samples_per_s"] > 0 and metrics["train"]["peak_rss_mb"] > 0
+    assert metrics["model"]["params"] == CrnnParams(**metrics["model"]["arch_params"]).param_count(11)
+    assert metrics["world_size"] == 1
+    for name in ("recipe.yaml", "job.json", "environment.json", "events.jsonl", "native.log"):
+        assert (run_dir / name).is_file(), name
+
+
+def test_predictions_cover_the_eval_split(smoke_run):
+    run_dir, _ = smoke_run
+    job = json.loads((run_dir / "job.json").read_text())
+    eval_ids = [line.split("\t")[0] for line in
+                Path(job["dataset"]["dir"], "eval.txt").read_text(encoding="utf-8").splitlines()]
+    predicted = [line.split("\t")[0] for line in
+                 (run_dir / "predictions" / "eval.tsv").read_text(encoding="utf-8").splitlines()]
+    assert predicted == eval_ids
+
+
+def test_exports_are_present_and_recorded(smoke_run):
+    run_dir, _ = smoke_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    formats = {x["format"]: x for x in metrics["exports"]}
+    assert set(formats) == {"torchscript", "onnx"}
+    for export in formats.values():
+        assert export["ok"], export["error"]
+        assert (run_dir / export["path"]).stat().st_size == export["bytes"] > 0
+    meta = json.loads((run_dir / "exports" / "onnx" / "ocrbench-export.json").read_text())
+    assert meta["blank"] == 0 and meta["charset"] == "0123456789"
+
+
+def test_checkpoint_loads_with_weights_only(smoke_run, torch_python):
+    run_dir, _ = smoke_run
+    code = ("import sys, torch; s = torch.load(sys.argv[1], weights_only=True); "
+            "print(s['epoch'], len(s['model']))")
+    out = subprocess.run([str(torch_python), "-c", code, str(run_dir / "checkpoints" / "last.pt")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split()[0] == "2"
+
+
+def test_native_lmdb_is_the_dtrb_layout(smoke_run):
+    run_dir, _ = smoke_run
+    job = json.loads((run_dir / "job.json").read_text())
+    from ocrbench.lmdb_layout import LmdbReader
+
+    reader = LmdbReader(Path(job["dataset"]["native_dir"]) / "eval")
+    assert len(reader) == 64
+    labels = Path(job["dataset"]["dir"], "eval.txt").read_text(encoding="utf-8").splitlines()
+    assert reader[0][1] == labels[0].split("\t")[1]
+
+
+def test_reference_crnn_parameter_count_in_torch(torch_python):
+    code = ("from backends.pytorch.model import CRNN; "
+            "m = CRNN(11, [64, 128, 256, 256, 512, 512, 512], 256, 100); "
+            "print(sum(p.numel() for p in m.parameters()))")
+    out = subprocess.run([str(torch_python), "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert int(out.stdout) == CrnnParams().param_count(11) == 8_317_963
+
+
+def test_missing_gpu_fails_before_anything_starts(tmp_path):
+    result = run_cli("run", SMOKE, "--gpus", "1", "--out", tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2
+    assert "--gpus 1: only 0 GPU(s) visible" in result.stderr and "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, torch_python):
+    out = tmp_path / "runs"
+    command = [*OCRBENCH, "run", str(SMOKE), "--out", str(out), "--set", "train.epochs=40"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    checkpoint_seen = False
+    while time.monotonic() < deadline and not checkpoint_seen:
+        time.sleep(0.2)
+        events = list(out.glob("*/events.jsonl"))
+        checkpoint_seen = bool(events) and '"checkpoint"' in events[0].read_text()
+    assert checkpoint_seen, "the run never wrote a checkpoint"
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    (run_dir,) = out.iterdir()
+    interrupted = json.loads((run_dir / "metrics.json").read_text())
+    assert interrupted["status"] == "failed" and interrupted["error"]["type"] == "Interrupted"
+    done_before = json.loads((run_dir / "checkpoints" / "state.json").read_text())["epoch"]
+    assert done_before < 40
+
+    result = run_cli("run", "--resume", run_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["train"]["epochs"] == 40
+    assert [p["epoch"] for p in metrics["train"]["curve"]] == list(range(1, 41))
+    events = [json.loads(l) for l in (run_dir / "events.jsonl").read_text().splitlines()]
+    resumed = [e for e in events if e["event"] == "resumed"]
+    assert resumed and resumed[0]["epoch"] == done_before
