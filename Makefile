@@ -1,0 +1,34 @@
+# ocrbench: everything a fresh machine needs is installed by these targets.
+#   make captcha   the main job: the PyTorch captcha recipe end to end
+#   make test      installs the core and the backend envs the tests use, then runs pytest
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ocrbench-installed
+TEST_BACKENDS ?= pytorch
+
+.PHONY: install envs test unit captcha clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+envs: install
+	for backend in $(TEST_BACKENDS); do $(BIN)/ocrbench env install $$backend || exit 1; done
+
+test: envs
+	$(BIN)/python -m pytest -q -ra
+
+unit: install
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+captcha: install
+	$(BIN)/ocrbench env install pytorch
+	$(BIN)/ocrbench run recipes/captcha_pytorch.yml
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
