@@ -33,10 +33,12 @@ def friendly(func):
         try:
             return func(*args, **kwargs)
         except OcrbenchError as exc:
+            from rich.markup import escape
+
             console = _console(stderr=True)
-            console.print(f"[bold red]error:[/bold red] {exc.message}", markup=True, soft_wrap=True)
+            console.print(f"[bold red]error:[/bold red] {escape(exc.message)}", soft_wrap=True)
             if exc.hint:
-                console.print(f"  hint: {exc.hint}", soft_wrap=True)
+                console.print(f"  hint: {escape(exc.hint)}", soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             _console(stderr=True).print("interrupted")
@@ -113,10 +115,11 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
 
 
 def _summary(console, path: Path, m: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     if m["status"] != "ok":
-        console.print(f"[bold red]run failed[/bold red] ({m['error']['stage']}): {m['error']['message']}")
+        console.print(f"[bold red]run failed[/bold red] ({m['error']['stage']}): {escape(m['error']['message'])}")
         console.print(f"details: {path.parent / 'native.log'}; metrics: {path}")
         return
     e, t = m["eval"], m["train"]
@@ -133,7 +136,7 @@ def _summary(console, path: Path, m: dict) -> None:
         console.print(f"target seq acc {t['target_acc']}: {reached}")
     for x in m["exports"]:
         console.print(f"export {x['format']}: " + (f"{x['path']} ({x['bytes']:,} bytes)" if x["ok"]
-                                                   else f"[yellow]failed: {x['error']}[/yellow]"))
+                                                   else f"[yellow]failed: {escape(x['error'])}[/yellow]"))
     console.print(f"metrics: {path}")
 
 

@@ -32,11 +32,12 @@ def label_key(index: int) -> bytes:
 def write_lmdb(path: str | Path, samples: Iterable[tuple[bytes, str]], map_size: int = 1 << 36) -> int:
     """Write ``(image_bytes, text)`` pairs as a 1-based LMDB; returns the number written.
 
-    The database is built in ``path + '.tmp'`` and renamed into place, so ``path`` is either absent or
-    complete. ``map_size`` is a virtual reservation (64 GiB default), not disk usage.
+    The database is built in a temporary sibling directory and renamed into place, so ``path`` is either
+    absent or complete (an existing ``path`` is replaced). ``map_size`` is a virtual reservation (64 GiB
+    default), not disk usage.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     env = lmdb.open(str(tmp), map_size=map_size)

@@ -3,6 +3,7 @@ line per evaluation, scored by the core as it happens. Works in a terminal and i
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ocrbench.errors import OcrbenchError
@@ -73,7 +74,7 @@ class EventProgress:
             s = self.scorer(e["predictions"])
             scores = f"seq_acc {s['seq_acc']:.4f}  char_acc {s['char_acc']:.4f}  1-NED {s['ned']:.4f}"
         except OcrbenchError as exc:
-            scores = f"[red]cannot score: {exc.message}[/red]"
+            scores = f"[red]cannot score: {escape(exc.message)}[/red]"
         self.console.print(f"epoch {e['epoch']}/{self.epochs}: {scores}  "
                            f"({e['n']} images, {e['images_per_s']:.0f} images/s, wall {e['wall_s']:.1f} s)")
 
@@ -81,7 +82,7 @@ class EventProgress:
         if e["ok"]:
             self.console.print(f"export {e['format']}: {', '.join(e['files'])} ({e['bytes']:,} bytes)")
         else:
-            self.console.print(f"[yellow]export {e['format']} failed: {e['error']}[/yellow]")
+            self.console.print(f"[yellow]export {e['format']} failed: {escape(e['error'])}[/yellow]")
 
     def _on_error(self, e: dict) -> None:
-        self.console.print(f"[red]worker error: {e['type']}: {e['message']}[/red] (see native.log)")
+        self.console.print(f"[red]worker error: {e['type']}: {escape(e['message'])}[/red] (see native.log)")

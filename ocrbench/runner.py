@@ -238,5 +238,9 @@ def load_run(run_dir: Path) -> tuple[Recipe, dict]:
     recipe_file, job_file = run_dir / "recipe.yaml", run_dir / "job.json"
     if not recipe_file.is_file() or not job_file.is_file():
         raise OcrbenchError(f"--resume {run_dir}: not a run directory (no recipe.yaml / job.json)")
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file() and json.loads(metrics_file.read_text()).get("status") == "ok":
+        raise OcrbenchError(f"--resume {run_dir}: this run already completed (metrics.json status ok)",
+                            hint="start a new run instead; a completed run is never overwritten")
     data = yaml.safe_load(recipe_file.read_text(encoding="utf-8"))
     return validate_data(data, str(recipe_file)), json.loads(job_file.read_text())

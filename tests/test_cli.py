@@ -39,3 +39,8 @@ def test_python_override_that_does_not_exist(tmp_path):
 def test_resume_of_something_that_is_not_a_run(tmp_path):
     result = run_cli("run", "--resume", tmp_path)
     assert result.returncode == 2 and "not a run directory" in result.stderr
+
+
+def test_error_text_with_brackets_is_shown_verbatim():
+    result = run_cli("validate", RECIPES / "smoke" / "pytorch.yml", "--set", "name=a[b]")
+    assert result.returncode == 2 and "(got 'a[b]')" in result.stderr

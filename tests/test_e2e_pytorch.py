@@ -100,6 +100,12 @@ def test_reference_crnn_parameter_count_in_torch(torch_python):
     assert int(out.stdout) == CrnnParams().param_count(11) == 8_317_963
 
 
+def test_a_completed_run_is_not_resumed(smoke_run):
+    result = run_cli("run", "--resume", smoke_run[0])
+    assert result.returncode == 2 and "already completed" in result.stderr
+    assert json.loads((smoke_run[0] / "metrics.json").read_text())["status"] == "ok"
+
+
 def test_missing_gpu_fails_before_anything_starts(tmp_path):
     result = run_cli("run", SMOKE, "--gpus", "1", "--out", tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 2
@@ -134,3 +140,20 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, torch_python
     events = [json.loads(l) for l in (run_dir / "events.jsonl").read_text().splitlines()]
     resumed = [e for e in events if e["event"] == "resumed"]
     assert resumed and resumed[0]["epoch"] == done_before
+
+
+def test_worker_failure_still_writes_a_failed_metrics_json(smoke_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / smoke_run[0].name
+    shutil.copytree(smoke_run[0], run_dir)
+    (run_dir / "metrics.json").unlink()     # as if the core had been killed hard
+    shutil.rmtree(run_dir / "checkpoints")  # and nothing to resume from: the worker itself must fail
+    result = run_cli("run", "--resume", run_dir)
+    assert result.returncode == 1
+    assert "no checkpoint" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    validate_metrics(metrics)
+    assert metrics["status"] == "failed" and metrics["error"]["stage"] == "worker"
+    assert "no checkpoint" in metrics["error"]["message"] and metrics["eval"]["seq_acc"] is None
+    assert "Traceback" in (run_dir / "native.log").read_text()  # the details stay in the native log
