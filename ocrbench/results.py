@@ -72,6 +72,12 @@ def _last(events: list[dict], name: str) -> dict | None:
     return found[-1] if found else None
 
 
+def latest_attempt(events: list[dict]) -> list[dict]:
+    """The events of the worker's latest start (a resumed run holds one run of events per attempt)."""
+    starts = [i for i, e in enumerate(events) if e["event"] == "start"]
+    return events[starts[-1]:] if starts else events
+
+
 def build_curve(events: list[dict], scorer: EvalScorer | None) -> list[dict]:
     """Per-epoch points (the latest attempt wins after a resume), with eval scores where evaluated."""
     points: dict[int, dict] = {}
@@ -101,15 +107,16 @@ def assemble(*, run_id: str, run_dir: Path, recipe: dict, recipe_hash: str, reci
              events: list[dict], scorer: EvalScorer | None, failure: dict | None, created: str,
              world_size: int = 1) -> dict[str, Any]:
     """The metrics.json document of a run, complete or failed."""
-    start = _last(events, "start") or {}
-    model = _last(events, "model") or {}
-    prepared = _last(events, "prepared") or {}
-    train_end = _last(events, "train_end")
-    done = _last(events, "done")
-    error_event = _last(events, "error")
+    attempt = latest_attempt(events)  # outcome of this attempt; the curve spans every attempt (resume)
+    start = _last(attempt, "start") or {}
+    model = _last(attempt, "model") or {}
+    prepared = _last(attempt, "prepared") or {}
+    train_end = _last(attempt, "train_end")
+    done = _last(attempt, "done")
+    error_event = _last(attempt, "error")
     checkpoint = _last(events, "checkpoint")
-    final = _last(events, "predictions")
-    evals = [e for e in events if e["event"] == "eval"]
+    final = _last(attempt, "predictions")
+    evals = [e for e in attempt if e["event"] == "eval"]
     curve = build_curve(events, scorer)
     target = recipe["train"]["target_acc"]
 
@@ -128,7 +135,7 @@ def assemble(*, run_id: str, run_dir: Path, recipe: dict, recipe_hash: str, reci
         samples_per_s = train_end["samples"] / train_end["train_s"]
 
     exports = []
-    for event in events:
+    for event in attempt:
         if event["event"] == "export":
             files = event.get("files") or []
             exports = [x for x in exports if x["format"] != event["format"]]

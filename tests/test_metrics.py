@@ -50,3 +50,12 @@ def test_predictions_file_must_cover_the_eval_split(tmp_path):
 def test_empty_split_is_an_error():
     with pytest.raises(OcrbenchError, match="empty"):
         score([])
+
+
+def test_an_earlier_attempts_error_does_not_fail_a_resumed_run(tmp_path):
+    from ocrbench.results import latest_attempt
+
+    events = [{"event": "start"}, {"event": "error", "type": "Interrupted", "message": "x"},
+              {"event": "start"}, {"event": "done", "peak_rss_mb": 1.0}]
+    assert latest_attempt(events) == events[2:]
+    assert latest_attempt([{"event": "error"}]) == [{"event": "error"}]
