@@ -35,7 +35,6 @@ class BackendSpec:
     native_archs: dict[str, type[Section] | None] = field(default_factory=dict)  # arch -> params model
     shared_archs: tuple[str, ...] = ("crnn",)   # architectures from docs/architectures.md it implements
     export_formats: tuple[str, ...] = ()
-    default_export: tuple[str, ...] = ()
     python: str = "3.11"      # interpreter version for its environment
     summary: str = ""
 

@@ -47,10 +47,6 @@ class Charset:
         table = self._table
         return [table[c] for c in text]
 
-    def unknown(self, text: str) -> set[str]:
-        """Characters of ``text`` that are not in the charset."""
-        return set(text) - set(self.chars)
-
     @cached_property
     def _table(self) -> dict[str, int]:
         return {c: i + 1 for i, c in enumerate(self.chars)}
