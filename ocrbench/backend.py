@@ -35,6 +35,7 @@ class BackendSpec:
     native_archs: dict[str, type[Section] | None] = field(default_factory=dict)  # arch -> params model
     shared_archs: tuple[str, ...] = ("crnn",)   # architectures from docs/architectures.md it implements
     export_formats: tuple[str, ...] = ()
+    online_data: bool = False  # can stream captchas on the fly (data.online: true)
     python: str = "3.11"      # interpreter version for its environment
     summary: str = ""
 

@@ -225,7 +225,7 @@ def _finish(tmp: Path, config: dict, key: str, rows: dict[str, list[tuple[str, s
 
 def _content_config(data: dict, base_dir: Path) -> dict:
     """The part of the data section that determines the dataset's content, paths made absolute."""
-    config = {k: v for k, v in data.items() if k not in ("workers",)}
+    config = {k: v for k, v in data.items() if k not in ("workers", "online")}
     if data["source"] == "captcha":
         config["fonts"] = [str(_existing(base_dir, f, f"data.fonts[{i}]")) for i, f in enumerate(data["fonts"])]
         return config

@@ -89,6 +89,8 @@ class CaptchaData(_DataCommon):
     train_size: int = Field(10000, ge=1, le=10_000_000)
     eval_size: int = Field(1000, ge=1, le=10_000_000)
     seed: int = Field(0, ge=0)
+    online: bool = Field(False, description="render fresh training captchas on the fly in the worker "
+                                            "every epoch (backends that support it); eval stays fixed")
 
     @model_validator(mode="after")
     def _lengths(self) -> "CaptchaData":

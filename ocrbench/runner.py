@@ -63,6 +63,9 @@ def plan(recipe: Recipe, recipe_path: Path | None) -> Plan:
     if unsupported:
         raise OcrbenchError(f"{origin}: export.formats: {spec.name} cannot export {unsupported} "
                             f"(it can: {', '.join(spec.export_formats)})")
+    if getattr(recipe.data, "online", False) and not spec.online_data:
+        raise OcrbenchError(f"{origin}: data.online: backend {spec.name!r} cannot stream captchas on the fly",
+                            hint="set data.online: false (train on the prepared dataset)")
     resolved = recipe.resolved()
     resolved["model"]["params"] = params
     recipe = validate_data(resolved, origin)  # round-trip: the resolved recipe is itself a valid recipe
@@ -109,6 +112,7 @@ def job_spec(p: Plan, run_dir: Path, dataset: datasets.PreparedDataset, gpus: in
         "recipe_path": str(p.recipe_path) if p.recipe_path else None,
         "resume": resume,
         "dataset": {"dir": str(dataset.root), "fingerprint": dataset.fingerprint, "charset": dataset.charset,
+                    "online": r["data"] if r["data"].get("online") else None,
                     "train": "train.txt", "eval": "eval.txt",
                     "max_label_len": max(s["max_len"] for s in dataset.manifest["splits"].values()),
                     "native_dir": str(dataset.root / "native" / p.spec.name)},
@@ -186,6 +190,8 @@ class Runner:
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONNOUSERSITE="1")
         if self.gpus == 0:
             env["CUDA_VISIBLE_DEVICES"] = ""
+        if self.p.recipe.train.threads:  # frameworks that size their pools at import (MXNet) read this
+            env["OMP_NUM_THREADS"] = str(self.p.recipe.train.threads)
         scorer = self._scorer(run_dir, dataset)
         events_path = run_dir / "events.jsonl"
         events_path.touch()

@@ -1,0 +1,40 @@
+"""Core-side description of the MXNet backend (no mxnet import here)."""
+
+from pathlib import Path
+
+from pydantic import Field
+
+from ocrbench.backend import BackendSpec
+from ocrbench.recipe import Section
+
+
+class LstmCtcParams(Section):
+    """apache/mxnet example/ctc: a gray ``input_height x input_width`` image read column by column
+    (input_width time steps of input_height features) by a unidirectional LSTM, then a dense layer."""
+
+    input_height: int = Field(30, ge=4, le=1024, description="pixels; the features of one time step")
+    input_width: int = Field(80, ge=4, le=4096, description="pixels; the number of time steps")
+    hidden: int = Field(100, ge=1, le=4096)
+    layers: int = Field(2, ge=1, le=16)
+
+    def param_count(self, classes: int) -> int:
+        """LSTM layers with two bias vectors each (i2h and h2h, as the example's FullyConnected pair)."""
+        total, inputs = 0, self.input_height
+        for _ in range(self.layers):
+            total += 4 * self.hidden * (inputs + self.hidden) + 8 * self.hidden
+            inputs = self.hidden
+        return total + self.hidden * classes + classes
+
+
+BACKEND = BackendSpec(
+    name="mxnet",
+    framework="MXNet",
+    distribution="mxnet",
+    worker="backends.mxnet.worker",
+    requirements=Path(__file__).with_name("requirements.txt"),
+    native_archs={"lstm_ctc": LstmCtcParams},
+    shared_archs=("crnn",),
+    export_formats=("mxnet", "onnx"),
+    online_data=True,
+    summary="example/ctc LSTM-OCR and the shared CRNN in Gluon (hybridized); RecordIO; CTC blank 0",
+)

@@ -1,0 +1,331 @@
+"""MXNet worker: runs inside the mxnet backend's environment (started by ocrbench.worker.bootstrap).
+
+Native data is MXNet RecordIO (``.rec`` + ``.idx`` written with mxnet.recordio): the record header's label
+is the zero-padded class vector (1-based classes, 0 = padding = blank), the payload the original PNG/JPEG.
+It is read with ``gluon.data.vision.ImageRecordDataset`` (gray decode) and resized with ``mx.image`` to
+the model's input. With ``data.online: true`` training captchas are instead rendered on the fly, a fresh
+deterministic set every epoch, like the example's generator.
+
+Loss is ``ctc_loss(..., blank_label='first')`` (blank 0, as in the example and the core), one value per
+sample; ``Trainer.step(batch_size)`` averages the gradients over the batch. Checkpoints follow the
+example's convention ``ocr-symbol.json`` + ``ocr-NNNN.params`` (1-based epoch), plus ``ocr-NNNN.states``
+(optimizer state, saved with ``mx.nd.save``: no pickle anywhere, so nothing executes code on load).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon, nd
+
+from backends.mxnet.model import PIXEL_SCALE, build
+from ocrbench.codec import pad_targets
+from ocrbench.labels import read_label_file
+from ocrbench.worker import EpochContext, Job, serve
+
+PREFIX = "ocr"
+SPLITS = ("train", "eval")
+
+
+class CachedImages(gluon.data.Dataset):
+    """(uint8 image (1, H, W), float label vector) from a RecordIO file; resized images are cached."""
+
+    def __init__(self, rec: Path, height: int, width: int):
+        self.records = gluon.data.vision.ImageRecordDataset(str(rec), flag=0)
+        self.height, self.width = height, width
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        if index not in self._cache:
+            image, label = self.records[index]                       # (H, W, 1) uint8, label vector
+            image = mx.image.imresize(image, self.width, self.height, interp=1)  # bilinear
+            self._cache[index] = (image.asnumpy().transpose(2, 0, 1), np.asarray(label, dtype=np.float32))
+        return self._cache[index]
+
+
+class OnlineCaptchas(gluon.data.Dataset):
+    """``size`` fresh captchas per epoch, rendered by ocrbench's deterministic renderer
+    (split ``online-<epoch>``), so every epoch sees new images and the run is still reproducible."""
+
+    def __init__(self, config: dict, epoch: int, height: int, width: int, charset, max_len: int):
+        self.config, self.epoch = config, epoch
+        self.height, self.width = height, width
+        self.charset, self.max_len = charset, max_len
+
+    def __len__(self) -> int:
+        return self.config["train_size"]
+
+    def __getitem__(self, index: int):
+        from ocrbench.datasets import render_captcha
+
+        png, text = render_captcha(self.config, f"online-{self.epoch}", index)
+        image = mx.image.imresize(mx.image.imdecode(png, flag=0), self.width, self.height, interp=1)
+        targets, _ = pad_targets([text], self.charset, self.max_len)
+        return image.asnumpy().transpose(2, 0, 1), targets[0].astype(np.float32)
+
+
+class MxnetTrainer:
+    framework = "mxnet"
+
+    def version(self) -> str:
+        return mx.__version__
+
+    def setup(self, job: Job) -> dict:
+        seed = job.train["seed"]
+        random.seed(seed)
+        np.random.seed(seed)
+        mx.random.seed(seed)
+        if job.gpus >= 1:
+            if mx.context.num_gpus() < 1:
+                raise RuntimeError(f"--gpus asked for a GPU but this mxnet build sees none ({mx.__version__}; "
+                                   "install a CUDA build, e.g. mxnet-cu112, and pass --python)")
+            self.ctx = mx.gpu(0)
+        else:
+            self.ctx = mx.cpu()
+        self.job = job
+        threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+        return {"device": str(self.ctx), "threads": int(threads)}
+
+    # ---------------------------------------------------------------------------------------- data
+    def prepare(self, job: Job) -> dict:
+        """Canonical dataset -> ``<split>.rec`` + ``<split>.idx`` under the dataset's native/mxnet dir."""
+        target = job.native_dir / "recordio"
+        reused = (target / "eval.rec").is_file()
+        if not reused:
+            tmp = job.native_dir / f".recordio.{os.getpid()}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for split in SPLITS:
+                self._write_split(job, split, tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        self.rec_dir = target
+        self.ids = {s: [x.path for x in read_label_file(job.dataset_dir / f"{s}.txt")] for s in SPLITS}
+        return {"format": "MXNet RecordIO (.rec + .idx, label = zero-padded classes)", "path": str(target),
+                "reused": reused, "online": bool(job.raw["dataset"].get("online"))}
+
+    @staticmethod
+    def _write_split(job: Job, split: str, out: Path) -> None:
+        samples = read_label_file(job.dataset_dir / f"{split}.txt")
+        targets, _ = pad_targets([s.text for s in samples], job.charset, job.raw["dataset"]["max_label_len"])
+        writer = mx.recordio.MXIndexedRecordIO(str(out / f"{split}.idx"), str(out / f"{split}.rec"), "w")
+        for index, (sample, target) in enumerate(zip(samples, targets)):
+            header = mx.recordio.IRHeader(0, target.astype(np.float32), index, 0)
+            writer.write_idx(index, mx.recordio.pack(header, (job.dataset_dir / sample.path).read_bytes()))
+        writer.close()
+
+    def _input_size(self) -> tuple[int, int]:
+        params = self.job.model["params"]
+        return params.get("input_height", 32), params["input_width"]
+
+    def _loader(self, split: str, epoch: int = 0) -> gluon.data.DataLoader:
+        height, width = self._input_size()
+        online = self.job.raw["dataset"].get("online")
+        workers = self.job.train["loader_workers"]
+        if split == "train" and online:
+            dataset = OnlineCaptchas(online, epoch, height, width, self.job.charset,
+                                     self.job.raw["dataset"]["max_label_len"])
+            return gluon.data.DataLoader(dataset, self.job.train["batch_size"], shuffle=False,
+                                         num_workers=workers)
+        if split not in self._datasets:
+            self._datasets[split] = CachedImages(self.rec_dir / f"{split}.rec", height, width)
+        batch = self.job.train["batch_size"] if split == "train" else self.job.eval["batch_size"]
+        return gluon.data.DataLoader(self._datasets[split], batch, shuffle=split == "train",
+                                     num_workers=workers if split == "train" else 0)
+
+    # --------------------------------------------------------------------------------------- model
+    def build(self, job: Job) -> dict:
+        arch = job.model["arch"]
+        self.scale, self.shift, self.pixels = PIXEL_SCALE[arch]
+        self.net = build(arch, job.charset.num_classes, job.model["params"])
+        self.net.initialize(mx.init.Xavier(factor_type="in", magnitude=2.34), ctx=self.ctx)
+        self.net.hybridize(static_alloc=True, static_shape=True)
+        self.trainer = gluon.Trainer(self.net.collect_params(), *optimizer_args(job.train["optimizer"]),
+                                     kvstore=None)
+        self._datasets: dict[str, gluon.data.Dataset] = {}
+        self.train_loader = self._loader("train")
+        params = sum(p.data().size for p in self.net.collect_params().values() if p.grad_req != "null")
+        return {"arch": arch, "params": int(params), "classes": job.charset.num_classes,
+                "hybridized": True}
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def input_spec(self) -> dict:
+        height, width = self._input_size()
+        return {"shape": [None, 1, height, width], "layout": "NCHW", "color": "gray", "dtype": "float32",
+                "pixels": self.pixels, "resize": f"bilinear to {height}x{width}, aspect ratio not kept"}
+
+    def _to_input(self, images) -> nd.NDArray:
+        return images.as_in_context(self.ctx).astype("float32") * self.scale + self.shift
+
+    def train_epoch(self, ctx: EpochContext) -> float:
+        if self.job.raw["dataset"].get("online"):
+            self.train_loader = self._loader("train", ctx.epoch)
+        clip = self.job.train["grad_clip"]
+        total, batches = 0.0, 0
+        for images, labels in self.train_loader:
+            labels = labels.as_in_context(self.ctx)
+            lengths = (labels > 0).sum(axis=1)
+            with autograd.record():
+                logits = self.net(self._to_input(images))                       # (T, B, C)
+                loss = nd.ctc_loss(logits, labels, label_lengths=lengths, use_label_lengths=True,
+                                   blank_label="first")                        # (B,)
+            loss.backward()
+            batch = images.shape[0]
+            if clip:  # gradients are still summed over the batch here; step() divides by batch
+                grads = [p.grad(self.ctx) for p in self.net.collect_params().values() if p.grad_req != "null"]
+                gluon.utils.clip_global_norm(grads, clip * batch)
+            self.trainer.set_learning_rate(ctx.lr())
+            self.trainer.step(batch)
+            mean = loss.mean()
+            total += mean
+            batches += 1
+            ctx.step(batch, lambda value=mean: value.asscalar())
+        return float((total / max(batches, 1)).asscalar()) if batches else 0.0
+
+    def predict(self, split: str):
+        ids = self.ids[split]
+        offset = 0
+        for images, _ in self._loader(split):
+            logits = self.net(self._to_input(images))
+            paths = nd.argmax(logits, axis=2).transpose().asnumpy().astype(np.int64)  # (B, T)
+            yield ids[offset: offset + len(paths)], paths
+            offset += len(paths)
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def save(self, directory: Path, epoch: int) -> list[Path]:
+        """``ocr-symbol.json`` + ``ocr-NNNN.params`` (HybridBlock.export) + ``ocr-NNNN.states``."""
+        self.net.export(str(directory / PREFIX), epoch)
+        states = directory / f"{PREFIX}-{epoch:04d}.states"
+        nd.save(str(states) + ".tmp", optimizer_state(self.trainer))
+        os.replace(str(states) + ".tmp", states)
+        return [directory / f"{PREFIX}-symbol.json", directory / f"{PREFIX}-{epoch:04d}.params", states]
+
+    def load(self, directory: Path) -> None:
+        epochs = sorted(int(m.group(1)) for p in directory.glob(f"{PREFIX}-*.params")
+                        if (m := re.fullmatch(rf"{PREFIX}-(\d+)\.params", p.name)))
+        if not epochs:
+            raise RuntimeError(f"no {PREFIX}-NNNN.params checkpoint in {directory}")
+        self.net.collect_params().load(str(directory / f"{PREFIX}-{epochs[-1]:04d}.params"), ctx=self.ctx)
+        states = directory / f"{PREFIX}-{epochs[-1]:04d}.states"
+        if states.is_file():
+            restore_optimizer_state(self.trainer, nd.load(str(states)))
+
+    # --------------------------------------------------------------------------------------- export
+    def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
+        if fmt == "mxnet":
+            self.net.export(str(directory / "model"), 0)
+            return [directory / "model-symbol.json", directory / "model-0000.params"]
+        if fmt == "onnx":
+            return export_onnx(self.net, directory, self._input_size(), opset, self._to_input)
+        raise ValueError(f"unknown export format {fmt!r}")
+
+
+def optimizer_args(spec: dict) -> tuple[str, dict]:
+    """gluon.Trainer optimizer name and parameters; the lr is set every step from the shared schedule."""
+    common = {"learning_rate": spec["lr"], "wd": spec["weight_decay"]}
+    if spec["name"] == "sgd":
+        return "sgd", {**common, "momentum": spec["momentum"]}
+    if spec["name"] == "adam":
+        return "adam", {**common, "beta1": spec["betas"][0], "beta2": spec["betas"][1]}
+    if spec["name"] == "rmsprop":
+        return "rmsprop", {**common, "gamma2": spec["momentum"], "centered": False}
+    if spec["name"] == "adadelta":
+        return "adadelta", common
+    raise ValueError(f"unknown optimizer {spec['name']!r}")
+
+
+def optimizer_state(trainer: gluon.Trainer) -> dict[str, nd.NDArray]:
+    """The updater's per-parameter state (momentum, Adam moments) and update counts as NDArrays."""
+    updater = trainer._updaters[0]  # gluon exposes state only through pickling save_states; avoid pickle
+    saved = {"num_update": nd.array([trainer._optimizer.num_update])}
+    for index, state in updater.states.items():
+        parts = state if isinstance(state, (tuple, list)) else (state,)
+        for part, value in enumerate(parts):
+            if value is not None:
+                saved[f"{index}.{part}.{len(parts)}"] = value
+        saved[f"count.{index}"] = nd.array([trainer._optimizer._index_update_count.get(index, 0)])
+    return saved
+
+
+def restore_optimizer_state(trainer: gluon.Trainer, saved: dict[str, nd.NDArray]) -> None:
+    updater = trainer._updaters[0]
+    grouped: dict[int, dict[int, nd.NDArray]] = {}
+    sizes: dict[int, int] = {}
+    for key, value in saved.items():
+        if key == "num_update":
+            trainer._optimizer.num_update = int(value.asscalar())
+        elif key.startswith("count."):
+            trainer._optimizer._index_update_count[int(key[6:])] = int(value.asscalar())
+        else:
+            index, part, size = (int(v) for v in key.split("."))
+            grouped.setdefault(index, {})[part] = value
+            sizes[index] = size
+    for index, parts in grouped.items():
+        values = tuple(parts.get(i) for i in range(sizes[index]))
+        updater.states[index] = values if sizes[index] > 1 else values[0]
+        updater.states_synced[index] = False  # copied to the right context on the next update
+
+
+def export_onnx(net, directory: Path, size: tuple[int, int], opset: int, to_input) -> list[Path]:
+    """ONNX through MXNet's own exporter (mx.onnx), then a check that onnxruntime runs it and agrees.
+
+    mx.onnx in MXNet 1.9.1 takes no opset argument: it targets the installed onnx package's newest
+    opset, for which several of its converters are wrong; it is pinned to ``min(opset, 13)`` here.
+    """
+    import onnx
+
+    height, width = size
+    symbol_prefix = directory / ".native"
+    net.export(str(symbol_prefix), 0)
+    used = min(opset, 13)
+    newest = onnx.defs.onnx_opset_version
+    onnx.defs.onnx_opset_version = lambda: used
+    path = directory / "model.onnx"
+    try:
+        mx.onnx.export_model(f"{symbol_prefix}-symbol.json", f"{symbol_prefix}-0000.params",
+                             in_shapes=[(1, 1, height, width)], in_types=[np.float32],
+                             onnx_file_path=str(path), dynamic=True,
+                             dynamic_input_shapes=[(None, 1, height, width)])
+    finally:
+        onnx.defs.onnx_opset_version = newest
+        for leftover in directory.glob(".native*"):
+            leftover.unlink()
+    check_onnx(net, path, height, width, to_input)
+    return [path]
+
+
+def check_onnx(net, path: Path, height: int, width: int, to_input) -> None:
+    """Run the ONNX file in onnxruntime on a fixed batch and compare with MXNet's own logits."""
+    import onnxruntime
+
+    images = nd.array(np.random.default_rng(0).integers(0, 256, (2, 1, height, width)), dtype="uint8")
+    inputs = to_input(images)
+    expected = net(inputs).asnumpy()
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: inputs.asnumpy()})[0]
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        first_line = str(exc).strip().splitlines()[0][:300]
+        raise RuntimeError(f"mx.onnx {mx.__version__} wrote a graph that onnxruntime "
+                           f"{onnxruntime.__version__} cannot run: {first_line}") from None
+    if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-3):
+        path.unlink(missing_ok=True)
+        raise RuntimeError(f"mx.onnx {mx.__version__} export disagrees with MXNet: shape {got.shape} vs "
+                           f"{expected.shape}, max |diff| {np.abs(got - expected).max() if got.shape == expected.shape else 'n/a'}")
+
+
+def main(argv: list[str]) -> None:
+    serve(MxnetTrainer, argv)
