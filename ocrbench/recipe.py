@@ -45,11 +45,12 @@ class CrnnParams(Section):
         Convolutions have biases; BatchNorm (after convs 2, 4, 6) counts gamma and beta; each LSTM
         direction has input and recurrent weights and two bias vectors (4 x hidden each).
         """
-        kernels = (3, 3, 3, 3, 3, 3, 2)
+        from ocrbench.crnn_layout import BATCH_NORM_AFTER, KERNELS
+
         total, previous = 0, 1
-        for index, (out, kernel) in enumerate(zip(self.channels, kernels)):
+        for index, (out, kernel) in enumerate(zip(self.channels, KERNELS)):
             total += kernel * kernel * previous * out + out
-            total += 2 * out if index in (2, 4, 6) else 0
+            total += 2 * out if index in BATCH_NORM_AFTER else 0
             previous = out
 
         def bilstm(inputs: int, hidden: int) -> int:

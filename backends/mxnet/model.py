@@ -6,11 +6,7 @@ from __future__ import annotations
 
 from mxnet.gluon import HybridBlock, nn, rnn
 
-KERNELS = (3, 3, 3, 3, 3, 3, 2)
-PADDINGS = (1, 1, 1, 1, 1, 1, 0)
-BATCH_NORM_AFTER = (2, 4, 6)
-POOL_2X2_AFTER = (0, 1)
-POOL_TALL_AFTER = (3, 5)   # 2x2 window, stride (2, 1), padding (0, 1): halves the height only
+from ocrbench.crnn_layout import BATCH_NORM_AFTER, KERNELS, PADDINGS, POOL_2X2_AFTER, POOL_TALL_AFTER
 
 
 class LstmCtc(HybridBlock):

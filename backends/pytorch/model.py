@@ -9,11 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-KERNELS = (3, 3, 3, 3, 3, 3, 2)
-PADDINGS = (1, 1, 1, 1, 1, 1, 0)
-BATCH_NORM_AFTER = (2, 4, 6)            # conv indices followed by BatchNorm
-POOL_2X2_AFTER = (0, 1)                 # MaxPool 2x2, stride 2
-POOL_TALL_AFTER = (3, 5)                # MaxPool 2x2, stride (2, 1), padding (0, 1): halves height only
+from ocrbench.crnn_layout import BATCH_NORM_AFTER, KERNELS, PADDINGS, POOL_2X2_AFTER, POOL_TALL_AFTER
 
 
 def conv_stack(channels: list[int]) -> nn.Sequential:
