@@ -37,7 +37,6 @@ class BackendSpec:
     export_formats: tuple[str, ...] = ()
     online_data: bool = False  # can stream captchas on the fly (data.online: true)
     python: str = "3.11"      # interpreter version for its environment
-    summary: str = ""
 
     @property
     def archs(self) -> dict[str, type[Section] | None]:

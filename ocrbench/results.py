@@ -102,7 +102,7 @@ def time_to_target(curve: list[dict], target: float | None) -> float | None:
     return None
 
 
-def assemble(*, run_id: str, run_dir: Path, recipe: dict, recipe_hash: str, recipe_path: str | None,
+def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | None,
              spec_framework: str, command: list[str], hardware: dict, dataset: dict | None,
              events: list[dict], scorer: EvalScorer | None, failure: dict | None, created: str,
              world_size: int = 1) -> dict[str, Any]:

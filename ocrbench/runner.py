@@ -167,22 +167,23 @@ class Runner:
             "hardware": hw, "command": self.command})
         (run_dir / "metrics.json").unlink(missing_ok=True)  # a resumed run is incomplete until it ends
         self.console.print(f"run: {run_dir}")
+        scorer = self._scorer(run_dir, dataset)  # scores each eval file once: live display, then metrics
         failure = None
         try:
-            returncode = self._follow(spec, python, run_dir, dataset)
+            returncode = self._follow(spec, python, run_dir, scorer)
             if returncode != 0 and not read_events(run_dir / "events.jsonl"):
                 failure = {"type": "WorkerError", "stage": "worker",
                            "message": f"the worker exited with code {returncode} before reporting anything"}
         except KeyboardInterrupt:
             failure = {"type": "Interrupted", "message": "interrupted by the user", "stage": "worker"}
-        metrics = self._metrics(run_dir, dataset, hw, created, failure)
+        metrics = self._metrics(run_dir, dataset, scorer, hw, created, failure)
         return run_dir / "metrics.json", metrics
 
     def _scorer(self, run_dir: Path, dataset: datasets.PreparedDataset) -> EvalScorer:
         protocol = Protocol(**self.p.resolved["eval"]["protocol"])
         return EvalScorer(run_dir, dataset.labels("eval"), protocol, dataset.charset)
 
-    def _follow(self, spec: BackendSpec, python: Path, run_dir: Path, dataset) -> int:
+    def _follow(self, spec: BackendSpec, python: Path, run_dir: Path, scorer: EvalScorer) -> int:
         """Start the worker and follow its events until it exits; returns its exit code."""
         from ocrbench.progress import EventProgress
 
@@ -192,7 +193,6 @@ class Runner:
             env["CUDA_VISIBLE_DEVICES"] = ""
         if self.p.recipe.train.threads:  # frameworks that size their pools at import (MXNet) read this
             env["OMP_NUM_THREADS"] = str(self.p.recipe.train.threads)
-        scorer = self._scorer(run_dir, dataset)
         events_path = run_dir / "events.jsonl"
         events_path.touch()
         with open(run_dir / "native.log", "ab") as log, EventProgress(self.console, scorer) as progress:
@@ -222,15 +222,16 @@ class Runner:
                 raise
         return process.returncode
 
-    def _metrics(self, run_dir: Path, dataset, hw: dict, created: str, failure: dict | None) -> dict:
+    def _metrics(self, run_dir: Path, dataset, scorer: EvalScorer, hw: dict, created: str,
+                 failure: dict | None) -> dict:
         events = read_events(run_dir / "events.jsonl")
-        context = dict(run_id=run_dir.name, run_dir=run_dir, recipe=self.p.resolved,
+        context = dict(run_id=run_dir.name, recipe=self.p.resolved,
                        recipe_hash=self.p.recipe.content_hash(),
                        recipe_path=str(self.p.recipe_path) if self.p.recipe_path else None,
                        spec_framework=self.p.spec.framework, command=self.command, hardware=hw,
                        dataset={**dataset.manifest, "dir": str(dataset.root)}, events=events, created=created)
         try:
-            metrics = assemble(**context, scorer=self._scorer(run_dir, dataset), failure=failure)
+            metrics = assemble(**context, scorer=scorer, failure=failure)
         except OcrbenchError as exc:  # e.g. a predictions file that does not match the eval split
             metrics = assemble(**context, scorer=None, failure={"type": "ScoringError", "message": exc.message,
                                                                 "stage": "scoring"})

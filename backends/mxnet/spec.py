@@ -36,5 +36,4 @@ BACKEND = BackendSpec(
     shared_archs=("crnn",),
     export_formats=("mxnet", "onnx"),
     online_data=True,
-    summary="example/ctc LSTM-OCR and the shared CRNN in Gluon (hybridized); RecordIO; CTC blank 0",
 )

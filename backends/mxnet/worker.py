@@ -154,7 +154,8 @@ class MxnetTrainer:
                                      kvstore=None)
         self._datasets: dict[str, gluon.data.Dataset] = {}
         self.train_loader = self._loader("train")
-        params = sum(p.data().size for p in self.net.collect_params().values() if p.grad_req != "null")
+        self.trainable = [p for p in self.net.collect_params().values() if p.grad_req != "null"]
+        params = sum(p.data().size for p in self.trainable)
         return {"arch": arch, "params": int(params), "classes": job.charset.num_classes,
                 "hybridized": True}
 
@@ -184,8 +185,7 @@ class MxnetTrainer:
             loss.backward()
             batch = images.shape[0]
             if clip:  # gradients are still summed over the batch here; step() divides by batch
-                grads = [p.grad(self.ctx) for p in self.net.collect_params().values() if p.grad_req != "null"]
-                gluon.utils.clip_global_norm(grads, clip * batch)
+                gluon.utils.clip_global_norm([p.grad(self.ctx) for p in self.trainable], clip * batch)
             self.trainer.set_learning_rate(ctx.lr())
             self.trainer.step(batch)
             mean = loss.mean()

@@ -12,5 +12,4 @@ BACKEND = BackendSpec(
     requirements=Path(__file__).with_name("requirements.txt"),
     shared_archs=("crnn",),
     export_formats=("torchscript", "onnx"),
-    summary="CRNN of crnn.pytorch / CRNN_Chinese_Characters_Rec; LMDB (DTRB layout); nn.CTCLoss, blank 0",
 )
