@@ -12,15 +12,28 @@ from ocrbench.crnn_layout import BATCH_NORM_AFTER, KERNELS, PADDINGS, POOL_2X2_A
 class LstmCtc(HybridBlock):
     """example/ctc's LSTM-OCR: each image column (``height`` gray pixels) is one time step of a
     ``layers``-deep unidirectional LSTM; a dense layer maps every step to the classes.
-    Input pixels are in [0, 1] (x / 255), as in the example."""
+    Input pixels are in [0, 1] (x / 255), as in the example. With ``standardize`` the network first scales
+    each image to zero mean and unit variance over its own pixels (part of the graph, so exports do it too):
+    the captcha background then no longer dominates every column, which shortens the CTC plateau from
+    millions of samples to about one epoch (docs/architectures.md)."""
 
-    def __init__(self, classes: int, input_height: int, input_width: int, hidden: int, layers: int, **kwargs):
+    EPSILON = 1e-3  # added to the per-image standard deviation (a blank image stays finite)
+
+    def __init__(self, classes: int, input_height: int, input_width: int, hidden: int, layers: int,
+                 standardize: bool = False, **kwargs):
         super().__init__(prefix="lstmctc_", **kwargs)
+        self.standardize = standardize
+        self.input_size = input_height * input_width
         with self.name_scope():
             self.lstm = rnn.LSTM(hidden, num_layers=layers, layout="TNC", input_size=input_height)
             self.fc = nn.Dense(classes, flatten=False, in_units=hidden)
 
     def hybrid_forward(self, F, images):
+        if self.standardize:  # sums / pixel count rather than mean: mx.onnx mis-exports mean at opset 13
+            pixels = float(self.input_size)
+            centred = F.broadcast_sub(images, F.sum(images, axis=(1, 2, 3), keepdims=True) / pixels)
+            spread = F.sqrt(F.sum(F.square(centred), axis=(1, 2, 3), keepdims=True) / pixels) + self.EPSILON
+            images = F.broadcast_div(centred, spread)
         columns = F.transpose(F.squeeze(images, axis=1), axes=(2, 0, 1))  # (B, H, W) -> (W=T, B, H)
         return self.fc(self.lstm(columns))
 

@@ -16,6 +16,8 @@ class LstmCtcParams(Section):
     input_width: int = Field(80, ge=4, le=4096, description="pixels; the number of time steps")
     hidden: int = Field(100, ge=1, le=4096)
     layers: int = Field(2, ge=1, le=16)
+    standardize: bool = Field(False, description="standardize each image inside the network (zero mean, unit "
+                              "variance over its pixels) before the LSTM; the example does not (False)")
 
     def param_count(self, classes: int) -> int:
         """LSTM layers with two bias vectors each (i2h and h2h, as the example's FullyConnected pair)."""

@@ -27,7 +27,7 @@ from mxnet import autograd, gluon, nd
 from backends.mxnet.model import PIXEL_SCALE, build
 from ocrbench.codec import pad_targets
 from ocrbench.labels import read_label_file
-from ocrbench.worker import EpochContext, Job, serve
+from ocrbench.worker import EpochContext, Job, compare_logits, serve
 
 PREFIX = "ocr"
 SPLITS = ("train", "eval")
@@ -321,10 +321,11 @@ def check_onnx(net, path: Path, height: int, width: int, to_input) -> None:
         first_line = str(exc).strip().splitlines()[0][:300]
         raise RuntimeError(f"mx.onnx {mx.__version__} wrote a graph that onnxruntime "
                            f"{onnxruntime.__version__} cannot run: {first_line}") from None
-    if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-3):
+    try:
+        compare_logits(f"mx.onnx {mx.__version__}", expected, got)
+    except RuntimeError:
         path.unlink(missing_ok=True)
-        raise RuntimeError(f"mx.onnx {mx.__version__} export disagrees with MXNet: shape {got.shape} vs "
-                           f"{expected.shape}, max |diff| {np.abs(got - expected).max() if got.shape == expected.shape else 'n/a'}")
+        raise
 
 
 def main(argv: list[str]) -> None:
