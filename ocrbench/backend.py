@@ -37,6 +37,11 @@ class BackendSpec:
     export_formats: tuple[str, ...] = ()
     online_data: bool = False  # can stream captchas on the fly (data.online: true)
     python: str = "3.11"      # interpreter version for its environment
+    other_distributions: tuple[str, ...] = ()   # also accepted in a --python interpreter (e.g. a GPU build)
+
+    @property
+    def distributions(self) -> tuple[str, ...]:
+        return (self.distribution, *self.other_distributions)
 
     @property
     def archs(self) -> dict[str, type[Section] | None]:

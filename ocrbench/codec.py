@@ -94,6 +94,13 @@ def decode_best_paths(paths: np.ndarray, charset: Charset) -> list[str]:
     return ["".join(chars[k - 1] for k in ctc_collapse(row)) for row in paths]
 
 
+def from_blank_last(paths: np.ndarray, num_classes: int) -> np.ndarray:
+    """Convert class indices from the *blank-last* convention (``charset[k]`` is class k, the blank is
+    ``num_classes - 1``; used by CRNN_Tensorflow and MindSpore WarpCTC) to ocrbench's blank-0 convention
+    (blank 0, ``charset[k]`` is class k + 1). Works on any integer array shape."""
+    return (np.asarray(paths, dtype=np.int64) + 1) % num_classes
+
+
 def pad_targets(texts: Iterable[str], charset: Charset, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Encode texts as a zero-padded (batch, max_len) int array plus a (batch,) length array."""
     texts = list(texts)

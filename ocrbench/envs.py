@@ -48,11 +48,15 @@ def requirements_hash(spec: BackendSpec) -> str:
     return hashlib.sha256(spec.requirements.read_bytes()).hexdigest()
 
 
-def framework_version(python: Path, distribution: str) -> str | None:
-    """Version of ``distribution`` installed for ``python`` (read from metadata; no framework import)."""
-    code = "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))"
+def framework_version(python: Path, distributions: tuple[str, ...]) -> str | None:
+    """Version of the first of ``distributions`` installed for ``python`` (read from metadata; no
+    framework import)."""
+    code = ("import importlib.metadata as m, sys\n"
+            "for name in sys.argv[1:]:\n"
+            "    try:\n        print(m.version(name)); break\n"
+            "    except m.PackageNotFoundError:\n        pass\n")
     try:
-        out = subprocess.run([str(python), "-c", code, distribution], capture_output=True, text=True,
+        out = subprocess.run([str(python), "-c", code, *distributions], capture_output=True, text=True,
                              timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -67,8 +71,8 @@ def status(spec: BackendSpec, override: str | None = None) -> EnvStatus:
         python = Path(override).expanduser()
         if not python.exists():
             return EnvStatus(spec.name, False, python, None, False, f"interpreter {python} does not exist")
-        version = framework_version(python, spec.distribution)
-        detail = "" if version else f"{spec.distribution} is not installed for {python}"
+        version = framework_version(python, spec.distributions)
+        detail = "" if version else f"{' or '.join(spec.distributions)} is not installed for {python}"
         return EnvStatus(spec.name, version is not None, python, version, False, detail)
     env = env_path(spec)
     marker = env / MARKER
@@ -110,7 +114,7 @@ def install(spec: BackendSpec, force: bool = False, log=print) -> EnvStatus:
     for link in pip_find_links():
         command += ["--find-links", link]
     _run(command, spec)
-    version = framework_version(env_python(env), spec.distribution)
+    version = framework_version(env_python(env), spec.distributions)
     atomic.write_json(env / MARKER, {
         "backend": spec.name,
         "requirements_sha256": requirements_hash(spec),

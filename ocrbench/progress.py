@@ -46,8 +46,10 @@ class EventProgress:
                            f"({'reused' if e.get('reused') else 'built'} in {e['seconds']:.1f} s)")
 
     def _on_model(self, e: dict) -> None:
+        blank = e.get("blank", 0)
+        where = "" if blank == 0 else " in the backend, converted to 0 for ocrbench"
         self.console.print(f"model: {e.get('arch')} with {e.get('params', 0):,} parameters, "
-                           f"{e.get('classes')} classes (blank 0)")
+                           f"{e.get('classes')} classes (blank {blank}{where})")
 
     def _on_resumed(self, e: dict) -> None:
         self.console.print(f"resumed after epoch {e['epoch']} (step {e['step']})")

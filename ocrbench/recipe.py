@@ -25,6 +25,11 @@ class Section(BaseModel):
 
 
 # ----------------------------------------------------------------------------------------------- model
+InputWidth = Annotated[int, Field(ge=16, le=4096, multiple_of=4,
+                                  description="image width in pixels after resizing (height is fixed at 32)")]
+ConvChannels = Annotated[list[Annotated[int, Field(ge=1, le=4096)]],
+                         Field(min_length=7, max_length=7, description="output channels of the 7 convolutions")]
+REFERENCE_CHANNELS = [64, 128, 256, 256, 512, 512, 512]  # crnn's and ShadowNet's published widths
 class CrnnParams(Section):
     """Parameters of the shared ``crnn`` architecture (docs/architectures.md).
 
@@ -32,11 +37,8 @@ class CrnnParams(Section):
     11 classes. Input is gray, ``32 x input_width`` pixels; the output has ``input_width / 4 + 1`` steps.
     """
 
-    input_width: int = Field(100, ge=16, le=4096, multiple_of=4,
-                             description="image width in pixels after resizing (height is fixed at 32)")
-    channels: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        [64, 128, 256, 256, 512, 512, 512], min_length=7, max_length=7,
-        description="output channels of the 7 convolutions")
+    input_width: InputWidth = 100
+    channels: ConvChannels = Field(default_factory=lambda: list(REFERENCE_CHANNELS))
     hidden: int = Field(256, ge=1, le=4096, description="LSTM hidden units per direction")
 
     def param_count(self, classes: int) -> int:

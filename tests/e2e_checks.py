@@ -1,6 +1,7 @@
 """Checks every backend's end-to-end smoke run must pass (shared by the per-backend e2e tests)."""
 
 import json
+import subprocess
 from pathlib import Path
 
 from ocrbench.results import validate_metrics
@@ -27,15 +28,59 @@ def check_complete_run(run_dir: Path, backend: str, epochs: int, eval_n: int) ->
     return metrics
 
 
-def check_exports(run_dir: Path, metrics: dict, formats: set[str]) -> dict:
-    """Every requested format is recorded: its files exist with the recorded size, or a reason is given."""
+def check_exports(run_dir: Path, metrics: dict, formats: set[str], blank: int = 0) -> dict:
+    """Every requested format is recorded: its files exist with the recorded size, or a reason is given;
+    the export metadata states the blank index of the exported logits."""
     recorded = {x["format"]: x for x in metrics["exports"]}
     assert set(recorded) == formats
     for export in recorded.values():
         if export["ok"]:
             assert sum((run_dir / f).stat().st_size for f in export["files"]) == export["bytes"] > 0
             meta = json.loads((run_dir / "exports" / export["format"] / "ocrbench-export.json").read_text())
-            assert meta["blank"] == 0 and meta["charset"] == metrics["dataset"]["charset"]
+            assert meta["blank"] == blank and meta["charset"] == metrics["dataset"]["charset"]
         else:
             assert export["error"] and export["path"] is None
     return recorded
+
+
+def backend_python(name: str) -> Path:
+    """The backend's environment interpreter (a clear error if the env is not installed)."""
+    from ocrbench import envs
+    from ocrbench.backend import get_backend
+
+    python, _ = envs.resolve_python(get_backend(name))
+    return python
+
+
+def smoke(recipe: Path, out: Path, *overrides: str) -> Path:
+    """``ocrbench run RECIPE --out OUT --set ...`` must succeed; returns its (only) run directory."""
+    from conftest import run_cli
+
+    result = run_cli("run", recipe, "--out", out, *[a for o in overrides for a in ("--set", o)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+def in_env(python: Path, code: str, *args) -> str:
+    """Run ``code`` with a backend's interpreter from the project root; returns its stdout."""
+    from conftest import ROOT
+
+    out = subprocess.run([str(python), "-c", code, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def extend_by_resume(run_dir: Path, backend: str, eval_n: int) -> dict:
+    """Turn a finished 1-epoch run into a 2-epoch one with ``--resume``: it must continue after epoch 1."""
+    from conftest import run_cli
+
+    (run_dir / "metrics.json").unlink()
+    recipe = run_dir / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("epochs: 1", "epochs: 2"))
+    result = run_cli("run", "--resume", run_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = check_complete_run(run_dir, backend, epochs=2, eval_n=eval_n)
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in events if e["event"] == "resumed"] == [1]
+    return metrics

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ocrbench.codec import Charset, ctc_collapse, decode_best_paths, pad_targets
+from ocrbench.codec import Charset, ctc_collapse, decode_best_paths, from_blank_last, pad_targets
 from ocrbench.schedule import Schedule
 
 
@@ -15,6 +15,14 @@ def test_decode_best_paths_batch_major():
     charset = Charset("0123456789")
     paths = np.array([[0, 2, 2, 0, 2, 10], [5, 0, 0, 0, 0, 0]])
     assert decode_best_paths(paths, charset) == ["119", "4"]
+
+
+def test_blank_last_paths_convert_to_blank_zero():
+    charset = Charset("0123456789")   # blank-last: digit d is class d, the blank is class 10
+    paths = np.array([[10, 1, 1, 10, 1, 9], [4, 10, 10, 10, 10, 10]])
+    converted = from_blank_last(paths, charset.num_classes)
+    assert converted.tolist() == [[0, 2, 2, 0, 2, 10], [5, 0, 0, 0, 0, 0]]
+    assert decode_best_paths(converted, charset) == ["119", "4"]
 
 
 def test_charset_rejects_duplicates_and_encodes_one_based():

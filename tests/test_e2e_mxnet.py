@@ -1,15 +1,13 @@
 """End to end with the real MXNet 1.9.1 backend on the tiny smoke set (needs `ocrbench env install mxnet`)."""
 
 import json
-import subprocess
 
 import pytest
 
 from backends.mxnet.spec import LstmCtcParams
-from conftest import RECIPES, ROOT, run_cli
-from e2e_checks import check_complete_run, check_exports
-from ocrbench import envs
-from ocrbench.backend import get_backend
+from conftest import RECIPES, ROOT
+from e2e_checks import (backend_python, check_complete_run, check_exports, extend_by_resume, in_env,
+                        smoke)
 from ocrbench.recipe import CrnnParams
 
 pytestmark = pytest.mark.e2e
@@ -19,20 +17,12 @@ SMALL_CRNN = "{input_width: 64, channels: [8, 16, 32, 32, 64, 64, 64], hidden: 3
 
 @pytest.fixture(scope="module")
 def mx_python():
-    python, _ = envs.resolve_python(get_backend("mxnet"))
-    return python
-
-
-def smoke(out, *overrides):
-    result = run_cli("run", SMOKE, "--out", out, *[a for o in overrides for a in ("--set", o)])
-    assert result.returncode == 0, result.stdout + result.stderr
-    (run_dir,) = out.iterdir()
-    return run_dir
+    return backend_python("mxnet")
 
 
 @pytest.fixture(scope="module")
 def lstm_run(tmp_path_factory, mx_python):
-    return smoke(tmp_path_factory.mktemp("runs"))
+    return smoke(SMOKE, tmp_path_factory.mktemp("runs"))
 
 
 def test_lstm_ctc_smoke_run(lstm_run):
@@ -55,7 +45,7 @@ def test_native_data_is_recordio_read_by_mxnet(lstm_run, mx_python):
     rec = f"{job['dataset']['native_dir']}/recordio/eval"
     code = ("import sys, mxnet as mx; r = mx.recordio.MXIndexedRecordIO(sys.argv[1] + '.idx', sys.argv[1] + '.rec', 'r');"
             "h, img = mx.recordio.unpack(r.read_idx(0)); print(len(r.keys), ' '.join(str(int(v)) for v in h.label))")
-    out = subprocess.run([str(mx_python), "-c", code, rec], capture_output=True, text=True, check=True).stdout.split()
+    out = in_env(mx_python, code, rec).split()
     first_text = (ROOT / job["dataset"]["dir"] / "eval.txt").read_text(encoding="utf-8").splitlines()[0].split("\t")[1]
     assert out[0] == "64"
     labels = [int(v) for v in out[1:]]
@@ -64,27 +54,20 @@ def test_native_data_is_recordio_read_by_mxnet(lstm_run, mx_python):
 
 
 def test_shared_crnn_has_the_pytorch_parameter_count(tmp_path, mx_python):
-    run_dir = smoke(tmp_path, "model.arch=crnn", f"model.params={SMALL_CRNN}", "train.epochs=1")
+    run_dir = smoke(SMOKE, tmp_path, "model.arch=crnn", f"model.params={SMALL_CRNN}", "train.epochs=1")
     metrics = check_complete_run(run_dir, "mxnet", epochs=1, eval_n=64)
     assert metrics["model"]["params"] == CrnnParams(**metrics["model"]["arch_params"]).param_count(11) == 132_107
     code = ("from backends.mxnet.model import CRNN; import mxnet as mx; "
             "m = CRNN(11, [64, 128, 256, 256, 512, 512, 512], 256, 100); m.initialize(); "
             "print(sum(p.data().size for p in m.collect_params().values() if p.grad_req != 'null'))")
-    out = subprocess.run([str(mx_python), "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert int(out.stdout) == CrnnParams().param_count(11) == 8_317_963
+    assert int(in_env(mx_python, code)) == CrnnParams().param_count(11) == 8_317_963
 
 
 def test_online_captchas_and_resume(tmp_path, mx_python):
-    run_dir = smoke(tmp_path, "data.online=true", "train.epochs=1", "export.formats=[]")
+    run_dir = smoke(SMOKE, tmp_path, "data.online=true", "model.params.standardize=false", "train.epochs=1",
+                    "export.formats=[]")
     metrics = check_complete_run(run_dir, "mxnet", epochs=1, eval_n=64)
     events = [json.loads(l) for l in (run_dir / "events.jsonl").read_text().splitlines()]
     assert [e for e in events if e["event"] == "prepared"][0]["online"] is True
     # extend the finished run by one epoch through --resume: it restores params and optimizer state
-    (run_dir / "metrics.json").unlink()
-    recipe = run_dir / "recipe.yaml"
-    recipe.write_text(recipe.read_text().replace("epochs: 1", "epochs: 2"))
-    result = run_cli("run", "--resume", run_dir)
-    assert result.returncode == 0, result.stdout + result.stderr
-    metrics = check_complete_run(run_dir, "mxnet", epochs=2, eval_n=64)
-    events = [json.loads(l) for l in (run_dir / "events.jsonl").read_text().splitlines()]
-    assert [e["epoch"] for e in events if e["event"] == "resumed"] == [1]
+    extend_by_resume(run_dir, "mxnet", eval_n=64)

@@ -108,6 +108,13 @@ class Trainer(Protocol):
 
     def input_spec(self) -> dict: ...                      # shape/layout/pixel range of the model input
 
+    # Optional: ``output_spec() -> dict`` overrides DEFAULT_OUTPUT_SPEC in exports' metadata (blank index,
+    # label convention, logits layout) for a backend whose native convention differs.
+
+
+DEFAULT_OUTPUT_SPEC = {"blank": 0, "labels": "charset[k] is class k + 1; the blank is class 0",
+                       "output": "logits (time, batch, classes), time-major"}
+
 
 class Events:
     """Appends one JSON object per line to events.jsonl, flushed at once so the core can follow."""
@@ -161,6 +168,17 @@ def check_parent() -> None:
     """Stop if the core that started this worker is gone (killed hard): never train as an orphan."""
     if os.getppid() != _PARENT:
         raise KeyboardInterrupt
+
+
+def compare_logits(what: str, expected: np.ndarray, got: np.ndarray, atol: float = 1e-3) -> None:
+    """Check an exported model's logits on a fixed batch against the framework's own (same shape, all
+    within ``atol``); raise a RuntimeError naming the export otherwise (recorded in metrics.json)."""
+    got = np.asarray(got)
+    if got.shape != expected.shape:
+        raise RuntimeError(f"{what} export gives logits of shape {got.shape}, the framework {expected.shape}")
+    diff = float(np.abs(got - expected).max()) if got.size else 0.0
+    if not diff <= atol:
+        raise RuntimeError(f"{what} export disagrees with the framework: max |logit diff| {diff:.3g} > {atol}")
 
 
 def peak_rss_mb() -> float:
@@ -270,8 +288,9 @@ def _export_all(trainer: Trainer, job: Job, events: Events) -> None:
             print(traceback.format_exc(), file=sys.stderr, flush=True)
             events.emit("export", format=fmt, ok=False, error=f"{type(exc).__name__}: {exc}")
             continue
-        meta = {"format": fmt, "blank": 0, "charset": job.charset.chars, "classes": job.charset.num_classes,
-                "input": trainer.input_spec(), "output": "logits (time, batch, classes), time-major"}
+        output = getattr(trainer, "output_spec", lambda: DEFAULT_OUTPUT_SPEC)()
+        meta = {"format": fmt, "charset": job.charset.chars, "classes": job.charset.num_classes,
+                "input": trainer.input_spec(), **output}
         atomic.write_json(target / "ocrbench-export.json", meta)
         events.emit("export", format=fmt, ok=True, files=[str(p.relative_to(job.run_dir)) for p in files],
                     bytes=sum(p.stat().st_size for p in files))

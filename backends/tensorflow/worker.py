@@ -1,0 +1,271 @@
+"""TensorFlow worker: runs inside the tensorflow backend's environment (started by ocrbench.worker.bootstrap).
+
+Native data is CRNN_Tensorflow's TFRecords layout (see ``tfrecords.py``), read with tf.data. Inside this
+backend the **CTC blank is the last class** and character ``charset[k]`` is class ``k`` (upstream's
+convention, also in the exports' metadata); best paths are converted to ocrbench's blank-0 convention in
+``predict`` (``ocrbench.codec.from_blank_last``). Images are NHWC; ShadowNet reads BGR, the shared crnn
+reads gray, both scaled to [-1, 1]. Loss: ``tf.nn.ctc_loss`` on sparse labels (the native CTC kernel,
+blank last), averaged over the batch as upstream. The training step is a ``tf.function``; XLA is off
+(``tf.nn.ctc_loss`` has no XLA kernel; see docs/backends.md for the measurement).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from backends.tensorflow import tfrecords  # noqa: E402
+from backends.tensorflow.model import HEIGHT, build, input_channels  # noqa: E402
+from ocrbench.codec import from_blank_last  # noqa: E402
+from ocrbench.worker import EpochContext, Job, compare_logits, serve  # noqa: E402
+
+SHUFFLE_BUFFER = 100_000
+
+
+class TensorFlowTrainer:
+    framework = "tensorflow"
+
+    def version(self) -> str:
+        return tf.__version__
+
+    def setup(self, job: Job) -> dict:
+        threads = job.train["threads"] or os.cpu_count() or 1
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        keras.utils.set_random_seed(job.train["seed"])
+        random.seed(job.train["seed"])
+        gpus = tf.config.list_physical_devices("GPU")
+        if job.gpus >= 1 and not gpus:
+            raise RuntimeError(f"--gpus asked for a GPU but this TensorFlow build sees none (tensorflow "
+                               f"{tf.__version__}; the registry's tensorflow-cpu has no CUDA: point the "
+                               "backend at an interpreter with a CUDA build via --python)")
+        self.device = "/GPU:0" if job.gpus >= 1 else "/CPU:0"
+        if job.gpus == 0 and gpus:
+            tf.config.set_visible_devices([], "GPU")
+        self.job = job
+        return {"device": self.device, "threads": threads, "keras": keras.__version__}
+
+    # ---------------------------------------------------------------------------------------- data
+    def prepare(self, job: Job) -> dict:
+        """Canonical dataset -> TFRecords + dictionaries under native/tensorflow/<W>x32 (shared by runs)."""
+        self.width = job.model["params"]["input_width"]
+        self.native = job.native_dir / f"{self.width}x{HEIGHT}"
+        reused = (self.native / "char_dict" / "ord_map.json").is_file()
+        if not reused:
+            tfrecords.write_native(job.dataset_dir, job.charset.chars, self.native, self.width)
+        self.records = {split: tfrecords.parsed_records(self.native, split, self.width)
+                        for split in ("train", "eval")}
+        self.sizes = {split: sum(1 for _ in open(job.dataset_dir / f"{split}.txt", encoding="utf-8"))
+                      for split in ("train", "eval")}
+        return {"format": "tfrecords (CRNN_Tensorflow layout: images/labels/imagepaths + char_dict, ord_map)",
+                "path": str(self.native), "reused": reused}
+
+    # --------------------------------------------------------------------------------------- model
+    def build(self, job: Job) -> dict:
+        arch = job.model["arch"]
+        self.arch, self.params = arch, job.model["params"]
+        self.classes = job.charset.num_classes          # characters + 1; blank = classes - 1
+        with tf.device(self.device):
+            self.model = build(arch, self.classes, self.params)
+            self.optimizer = make_optimizer(job.train["optimizer"])
+            self.optimizer.build(self.model.trainable_variables)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.steps = self.model.output_shape[1]
+        self._train_step = self._make_train_step()
+        self._logits = tf.function(lambda x: self.model(x, training=False), input_signature=[self._spec()])
+        params = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+        return {"arch": arch, "params": params, "classes": self.classes, "blank": self.classes - 1,
+                "xla": False}
+
+    def _spec(self, dtype=tf.float32) -> tf.TensorSpec:
+        return tf.TensorSpec([None, HEIGHT, self.width, input_channels(self.arch)], dtype, name="image")
+
+    def to_input(self, images_bgr: tf.Tensor) -> tf.Tensor:
+        """uint8 BGR (B, 32, W, 3) in 0..255 -> float32 model input in [-1, 1] (gray for crnn)."""
+        x = tf.cast(images_bgr, tf.float32)
+        if input_channels(self.arch) == 1:
+            x = tf.image.rgb_to_grayscale(x[..., ::-1])
+        return x / 127.5 - 1.0
+
+    def _make_train_step(self):
+        variables = self.model.trainable_variables
+        decay = self.job.train["optimizer"]["weight_decay"]
+        clip = self.job.train["grad_clip"]
+        steps = self.steps
+
+        @tf.function(input_signature=[tf.TensorSpec([None, HEIGHT, self.width, 3], tf.uint8),
+                                      tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)])
+        def train_step(images, labels, lengths):
+            batch = tf.shape(images)[0]
+            sparse = dense_to_sparse(labels, lengths)
+            with tf.GradientTape() as tape:
+                logits = self.model(self.to_input(images), training=True)          # (B, T, C)
+                losses = tf.nn.ctc_loss(sparse, logits, None, tf.fill([batch], steps),
+                                        logits_time_major=False, blank_index=-1)
+                loss = tf.reduce_mean(losses)
+            grads = tape.gradient(loss, variables)
+            if decay:  # L2 as in the other backends' optimizers (added to the gradient, not decoupled)
+                grads = [g + decay * v for g, v in zip(grads, variables)]
+            if clip:
+                grads, _ = tf.clip_by_global_norm(grads, clip)
+            self.optimizer.apply_gradients(zip(grads, variables))
+            return loss
+
+        return train_step
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.sizes["train"] / self.job.train["batch_size"])
+
+    def input_spec(self) -> dict:
+        color = "BGR" if input_channels(self.arch) == 3 else "gray (0.299 R + 0.587 G + 0.114 B)"
+        return {"shape": [None, HEIGHT, self.width, input_channels(self.arch)], "layout": "NHWC",
+                "color": color, "dtype": "float32", "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
+                "resize": f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept"}
+
+    def output_spec(self) -> dict:
+        return {"blank": self.classes - 1, "labels": "charset[k] is class k; the blank is the last class",
+                "output": "logits (batch, time, classes), batch-major"}
+
+    def train_epoch(self, ctx: EpochContext) -> float:
+        seed = self.job.train["seed"] * 100_003 + ctx.epoch
+        data = tfrecords.batches(self.records["train"], self.job.train["batch_size"], seed, SHUFFLE_BUFFER)
+        total, batches = 0.0, 0
+        with tf.device(self.device):
+            for images, labels, lengths, _ in data:
+                self.optimizer.learning_rate.assign(ctx.lr())
+                loss = self._train_step(images, labels, lengths)
+                total += float(loss)
+                batches += 1
+                ctx.step(int(images.shape[0]), float(loss))
+        return total / max(batches, 1)
+
+    def predict(self, split: str):
+        data = tfrecords.batches(self.records[split], self.job.eval["batch_size"])
+        with tf.device(self.device):
+            for images, _, _, ids in data:
+                logits = self._logits(self.to_input(images))
+                paths = from_blank_last(tf.argmax(logits, axis=2).numpy(), self.classes)  # (B, T)
+                yield [i.decode("utf-8") for i in ids.numpy()], paths
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def save(self, directory: Path, epoch: int) -> list[Path]:
+        """tf.train.Checkpoint (model + optimizer) as ``<arch>.ckpt.index`` + ``.data-*``, written under
+        a temporary prefix and renamed (data first, index last)."""
+        tmp_prefix = self.checkpoint.write(str(directory / f".tmp-{self.arch}.ckpt"))
+        written = sorted(Path(tmp_prefix).parent.glob(Path(tmp_prefix).name + ".*"),
+                         key=lambda p: p.suffix == ".index")
+        final = []
+        for path in written:
+            target = directory / path.name.replace(".tmp-", "", 1)
+            os.replace(path, target)
+            final.append(target)
+        return final
+
+    def load(self, directory: Path) -> None:
+        prefix = directory / f"{self.arch}.ckpt"
+        if not Path(str(prefix) + ".index").is_file():
+            raise RuntimeError(f"no {prefix.name} checkpoint in {directory}")
+        self.checkpoint.read(str(prefix)).assert_existing_objects_matched()
+
+    # --------------------------------------------------------------------------------------- export
+    def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
+        probe = np.random.default_rng(0).uniform(-1, 1, (2, HEIGHT, self.width, input_channels(self.arch)))
+        probe = probe.astype(np.float32)
+        expected = self._logits(probe).numpy()
+        if fmt == "savedmodel":
+            return export_savedmodel(self, directory / "saved_model", probe, expected)
+        if fmt == "tflite":
+            return export_tflite(self, directory / "model.tflite", probe, expected)
+        if fmt == "onnx":
+            return export_onnx(self, directory / "model.onnx", opset, probe, expected)
+        raise ValueError(f"unknown export format {fmt!r}")
+
+
+def dense_to_sparse(labels: tf.Tensor, lengths: tf.Tensor) -> tf.SparseTensor:
+    """Zero-padded (B, Lmax) labels + lengths -> SparseTensor (tf.nn.ctc_loss's native CTC kernel)."""
+    mask = tf.sequence_mask(lengths, tf.shape(labels)[1])
+    indices = tf.where(mask)
+    return tf.SparseTensor(indices, tf.gather_nd(labels, indices), tf.cast(tf.shape(labels), tf.int64))
+
+
+def make_optimizer(spec: dict) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer (weight decay is applied as L2 in the train step); lr is set every step."""
+    lr = spec["lr"]
+    if spec["name"] == "sgd":
+        return keras.optimizers.SGD(lr, momentum=spec["momentum"])
+    if spec["name"] == "adam":
+        return keras.optimizers.Adam(lr, beta_1=spec["betas"][0], beta_2=spec["betas"][1], epsilon=1e-8)
+    if spec["name"] == "rmsprop":
+        return keras.optimizers.RMSprop(lr, momentum=spec["momentum"])
+    if spec["name"] == "adadelta":
+        return keras.optimizers.Adadelta(lr)
+    raise ValueError(f"unknown optimizer {spec['name']!r}")
+
+
+class Serving(tf.Module):
+    """The SavedModel: ``serving_default(image)`` -> ``logits`` (B, T, C; blank last) and ``labels``
+    (B,) strings, greedy CTC decoded (argmax, merge repeats, drop blanks) inside the graph."""
+
+    def __init__(self, model: keras.Model, charset: str, spec: tf.TensorSpec):
+        super().__init__()
+        self.model = model
+        self.table = tf.constant(list(charset) + [""])  # class k -> charset[k]; the blank -> ""
+        self.serve = tf.function(self._serve, input_signature=[spec])
+
+    def _serve(self, image):
+        logits = self.model(image, training=False)
+        best = tf.argmax(logits, axis=2, output_type=tf.int32)
+        previous = tf.concat([tf.fill([tf.shape(best)[0], 1], -1), best[:, :-1]], axis=1)
+        keep = tf.not_equal(best, previous)
+        chars = tf.where(keep, tf.gather(self.table, best), "")
+        return {"logits": logits, "labels": tf.strings.reduce_join(chars, axis=1)}
+
+
+def export_savedmodel(trainer: TensorFlowTrainer, path: Path, probe: np.ndarray, expected: np.ndarray):
+    module = Serving(trainer.model, trainer.job.charset.chars, trainer._spec())
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    reloaded = tf.saved_model.load(str(path)).signatures["serving_default"]
+    compare_logits("SavedModel", expected, reloaded(image=tf.constant(probe))["logits"].numpy())
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def export_tflite(trainer: TensorFlowTrainer, path: Path, probe: np.ndarray, expected: np.ndarray):
+    """Variables are frozen into constants first: converting the Keras 3 function directly keeps them as
+    resource variables that the interpreter never initialises (measured: garbage/NaN logits)."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(trainer._logits.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    path.write_bytes(converter.convert())
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, probe.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, probe)
+    interpreter.invoke()
+    compare_logits("TFLite", expected, interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    return [path]
+
+
+def export_onnx(trainer: TensorFlowTrainer, path: Path, opset: int, probe: np.ndarray, expected: np.ndarray):
+    import onnxruntime
+    import tf2onnx
+
+    tf2onnx.convert.from_function(trainer._logits, input_signature=[trainer._spec()], opset=opset,
+                                  output_path=str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    compare_logits("ONNX (onnxruntime)", expected, session.run(None, {session.get_inputs()[0].name: probe})[0])
+    return [path]
+
+
+def main(argv: list[str]) -> None:
+    serve(TensorFlowTrainer, argv)
