@@ -5,13 +5,12 @@ backend the **CTC blank is the last class** and character ``charset[k]`` is clas
 convention, also in the exports' metadata); best paths are converted to ocrbench's blank-0 convention in
 ``predict`` (``ocrbench.codec.from_blank_last``). Images are NHWC; ShadowNet reads BGR, the shared crnn
 reads gray, both scaled to [-1, 1]. Loss: ``tf.nn.ctc_loss`` on sparse labels (the native CTC kernel,
-blank last), averaged over the batch as upstream. The training step is a ``tf.function``; XLA is off
-(``tf.nn.ctc_loss`` has no XLA kernel; see docs/backends.md for the measurement).
+blank last), averaged over the batch as upstream. The training step is a ``tf.function`` without XLA (measured
+slower on CPU; see docs/backends.md).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from pathlib import Path
@@ -122,8 +121,15 @@ class TensorFlowTrainer:
 
         return train_step
 
+    def _drop_remainder(self) -> bool:
+        """Training uses full batches only (the partial last batch is left out; each epoch's shuffle
+        leaves out different samples), unless the split is smaller than one batch."""
+        return self.sizes["train"] >= self.job.train["batch_size"]
+
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.sizes["train"] / self.job.train["batch_size"])
+        if self._drop_remainder():
+            return self.sizes["train"] // self.job.train["batch_size"]
+        return 1
 
     def input_spec(self) -> dict:
         color = "BGR" if input_channels(self.arch) == 3 else "gray (0.299 R + 0.587 G + 0.114 B)"
@@ -137,7 +143,8 @@ class TensorFlowTrainer:
 
     def train_epoch(self, ctx: EpochContext) -> float:
         seed = self.job.train["seed"] * 100_003 + ctx.epoch
-        data = tfrecords.batches(self.records["train"], self.job.train["batch_size"], seed, SHUFFLE_BUFFER)
+        data = tfrecords.batches(self.records["train"], self.job.train["batch_size"], seed, SHUFFLE_BUFFER,
+                                 drop_remainder=self._drop_remainder())
         total, batches = 0.0, 0
         with tf.device(self.device):
             for images, labels, lengths, _ in data:
