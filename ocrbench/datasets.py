@@ -175,7 +175,8 @@ def prepare(data: dict, base_dir: Path, log: Callable[[str], None] = print) -> P
         (tmp / "images" / split).mkdir(parents=True)
     started = time.monotonic()
     try:
-        builder = {"captcha": _build_captcha, "labelfile": _build_labelfile, "lmdb": _build_lmdb}
+        builder = {"captcha": _build_captcha, "labelfile": _build_labelfile, "lmdb": _build_lmdb,
+                   "filenames": _build_filenames}
         rows, charset, skipped = builder[data["source"]](data, config, tmp, log)
         manifest = _finish(tmp, config, key, rows, charset, skipped, time.monotonic() - started)
     except BaseException:
@@ -419,3 +420,36 @@ def _build_lmdb(data: dict, config: dict, out: Path, log) -> tuple[dict, str, di
         rows[split], skipped[split] = importer.rows, importer.skipped
         log(f"dataset: imported {len(importer.rows)} {split} samples from {config[split]}")
     return rows, _derived_charset(rows, charset), skipped
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _build_filenames(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+    """Directories of ``<index>-<text>.<ext>`` images (WarpCTC's layout), in natural index order."""
+    charset = _import_charset(data, config)
+    separator = data["separator"]
+    rows, skipped = {}, {}
+    for split in SPLITS:
+        folder = Path(config[split])
+        if not folder.is_dir():
+            raise OcrbenchError(f"data.{split}: {folder} is not a directory",
+                                hint="point it at a folder of <index>-<text>.png images (WarpCTC: data/train)")
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        importer = _Importer(data, out, split, charset)
+        for path in files:
+            _, found, text = path.stem.partition(separator)
+            if not found:
+                importer.bad(str(path), "no_label_in_name", f"file name has no {separator!r} followed by the label")
+                continue
+            importer.add(str(path), path.read_bytes(), text)
+        rows[split], skipped[split] = importer.rows, importer.skipped
+        log(f"dataset: imported {len(importer.rows)} {split} samples from {folder}"
+            + (f", skipped {importer.skipped}" if importer.skipped else ""))
+    return rows, _derived_charset(rows, charset), skipped
+
+
+def _natural_key(path: Path) -> tuple:
+    """Order ``2-x.png`` before ``10-y.png`` (the numeric index first, then the name)."""
+    head = path.stem.split("-", 1)[0]
+    return (0, int(head), path.name) if head.isdigit() else (1, 0, path.name)

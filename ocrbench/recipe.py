@@ -64,6 +64,17 @@ class CrnnParams(Section):
         return total
 
 
+def column_lstm_param_count(inputs: int, hidden: int, layers: int, classes: int) -> int:
+    """Parameters of ``layers`` stacked unidirectional LSTMs (input and recurrent weights, two bias
+    vectors each, as cuDNN / MXNet / MindSpore) followed by a Dense layer with bias to ``classes``: the
+    column-reading networks (MXNet ``lstm_ctc``, MindSpore ``warpctc``)."""
+    total = 0
+    for _ in range(layers):
+        total += 4 * hidden * (inputs + hidden) + 8 * hidden
+        inputs = hidden
+    return total + hidden * classes + classes
+
+
 SHARED_ARCHS: dict[str, type[Section]] = {"crnn": CrnnParams}
 
 
@@ -135,7 +146,18 @@ class LmdbData(_ImportedData):
     eval: str
 
 
-DataSection = Annotated[Union[CaptchaData, LabelFileData, LmdbData], Field(discriminator="source")]
+class FilenamesData(_ImportedData):
+    """Image directories whose file names carry the label, as MindSpore WarpCTC's ``data/train`` and
+    ``data/test``: ``<index>-<text>.png`` (the label is everything after the first ``-``)."""
+
+    source: Literal["filenames"]
+    train: str = Field(description="directory of training images (WarpCTC: data/train)")
+    eval: str = Field(description="directory of evaluation images (WarpCTC: data/test)")
+    separator: str = Field("-", min_length=1, description="the label follows the first separator in the name")
+
+
+DataSection = Annotated[Union[CaptchaData, LabelFileData, LmdbData, FilenamesData],
+                        Field(discriminator="source")]
 
 
 def _check_unique(chars: str) -> str:

@@ -84,3 +84,20 @@ def extend_by_resume(run_dir: Path, backend: str, eval_n: int) -> dict:
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in events if e["event"] == "resumed"] == [1]
     return metrics
+
+
+SMALL_CRNN = "{input_width: 64, channels: [8, 16, 32, 32, 64, 64, 64], hidden: 32}"  # 132,107 params
+
+
+def check_small_crnn(recipe: Path, out: Path, backend: str, formats: list[str], blank: int = 0) -> Path:
+    """One epoch of the shared crnn (a small instance) on a backend's smoke set: a complete run with
+    PyTorch's parameter count, every requested export recorded with the backend's blank index."""
+    run_dir = smoke(recipe, out, "model.arch=crnn", f"model.params={SMALL_CRNN}", "train.epochs=1",
+                    f"export.formats=[{', '.join(formats)}]")
+    metrics = check_complete_run(run_dir, backend, epochs=1, eval_n=64)
+    from ocrbench.recipe import CrnnParams
+
+    assert metrics["model"]["params"] == CrnnParams(**metrics["model"]["arch_params"]).param_count(11) == 132_107
+    exports = check_exports(run_dir, metrics, set(formats), blank=blank)
+    assert all(x["ok"] for x in exports.values()), exports
+    return run_dir

@@ -11,7 +11,7 @@ from PIL import Image
 from ocrbench import datasets
 from ocrbench.errors import OcrbenchError
 from ocrbench.lmdb_layout import LmdbReader, write_lmdb
-from ocrbench.recipe import CaptchaData, LabelFileData, LmdbData
+from ocrbench.recipe import CaptchaData, FilenamesData, LabelFileData, LmdbData
 
 
 def captcha(**overrides) -> dict:
@@ -112,6 +112,31 @@ def test_skip_policy_counts_every_skip(isolated_home, tmp_path):
 def test_labelfile_charset_is_derived_when_not_given(isolated_home, tmp_path):
     data = LabelFileData(**labelfile_setup(tmp_path, ["a.png\tba", "b.png\t9"])).model_dump(mode="json")
     assert datasets.prepare(data, tmp_path, quiet).charset == "79ab"
+
+
+def warpctc_dirs(tmp_path, train_names):
+    """WarpCTC's upstream layout: data/train and data/test of <index>-<digits>.png."""
+    for split, names in (("train", train_names), ("test", ["0-7.png"])):
+        folder = tmp_path / "data" / split
+        folder.mkdir(parents=True)
+        for i, name in enumerate(names):
+            (folder / name).write_bytes(_png(i))
+    return dict(source="filenames", train="data/train", eval="data/test")
+
+
+def test_filenames_source_reads_warpctc_layout_in_index_order(isolated_home, tmp_path):
+    data = FilenamesData(**warpctc_dirs(tmp_path, ["10-5.png", "2-0931.png", "1-12.png", "notes.txt"]),
+                         charset="0123456789").model_dump(mode="json")
+    ds = datasets.prepare(data, tmp_path, quiet)
+    assert [s.text for s in ds.samples("train")] == ["12", "0931", "5"]   # 1, 2, 10: natural order
+    assert [s.text for s in ds.samples("eval")] == ["7"] and ds.charset == "0123456789"
+
+
+def test_filenames_source_names_a_file_without_label(isolated_home, tmp_path):
+    data = FilenamesData(**warpctc_dirs(tmp_path, ["1-12.png", "nolabel.png"])).model_dump(mode="json")
+    with pytest.raises(OcrbenchError) as info:
+        datasets.prepare(data, tmp_path, quiet)
+    assert "nolabel.png" in str(info.value) and "on_bad_sample" in info.value.hint
 
 
 def test_lmdb_layout_is_one_based_and_readable_like_crnn_pytorch(tmp_path):

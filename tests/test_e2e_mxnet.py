@@ -6,13 +6,12 @@ import pytest
 
 from backends.mxnet.spec import LstmCtcParams
 from conftest import RECIPES, ROOT
-from e2e_checks import (backend_python, check_complete_run, check_exports, extend_by_resume, in_env,
-                        smoke)
+from e2e_checks import (backend_python, check_complete_run, check_exports, check_small_crnn, extend_by_resume,
+                        in_env, smoke)
 from ocrbench.recipe import CrnnParams
 
 pytestmark = pytest.mark.e2e
 SMOKE = RECIPES / "smoke" / "mxnet.yml"
-SMALL_CRNN = "{input_width: 64, channels: [8, 16, 32, 32, 64, 64, 64], hidden: 32}"
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +53,7 @@ def test_native_data_is_recordio_read_by_mxnet(lstm_run, mx_python):
 
 
 def test_shared_crnn_has_the_pytorch_parameter_count(tmp_path, mx_python):
-    run_dir = smoke(SMOKE, tmp_path, "model.arch=crnn", f"model.params={SMALL_CRNN}", "train.epochs=1")
-    metrics = check_complete_run(run_dir, "mxnet", epochs=1, eval_n=64)
-    assert metrics["model"]["params"] == CrnnParams(**metrics["model"]["arch_params"]).param_count(11) == 132_107
+    check_small_crnn(SMOKE, tmp_path, "mxnet", ["mxnet", "onnx"])
     code = ("from backends.mxnet.model import CRNN; import mxnet as mx; "
             "m = CRNN(11, [64, 128, 256, 256, 512, 512, 512], 256, 100); m.initialize(); "
             "print(sum(p.data().size for p in m.collect_params().values() if p.grad_req != 'null'))")

@@ -6,13 +6,12 @@ import pytest
 
 from backends.tensorflow.spec import ShadowNetParams
 from conftest import RECIPES, ROOT
-from e2e_checks import (backend_python, check_complete_run, check_exports, extend_by_resume, in_env,
-                        smoke)
+from e2e_checks import (backend_python, check_complete_run, check_exports, check_small_crnn, extend_by_resume,
+                        in_env, smoke)
 from ocrbench.recipe import CrnnParams
 
 pytestmark = pytest.mark.e2e
 SMOKE = RECIPES / "smoke" / "tensorflow.yml"
-SMALL_CRNN = "{input_width: 64, channels: [8, 16, 32, 32, 64, 64, 64], hidden: 32}"
 BLANK_LAST = 10  # 10 digits: the blank is class 10 inside the TensorFlow backend and its exports
 
 
@@ -75,11 +74,7 @@ def test_savedmodel_decodes_like_the_run(shadownet_run, tf_python):
 
 
 def test_shared_crnn_and_resume(tmp_path, tf_python):
-    run_dir = smoke(SMOKE, tmp_path, "model.arch=crnn", f"model.params={SMALL_CRNN}", "train.epochs=1",
-                    "export.formats=[onnx]")
-    metrics = check_complete_run(run_dir, "tensorflow", epochs=1, eval_n=64)
-    assert metrics["model"]["params"] == CrnnParams(**metrics["model"]["arch_params"]).param_count(11) == 132_107
-    check_exports(run_dir, metrics, {"onnx"}, blank=BLANK_LAST)
+    run_dir = check_small_crnn(SMOKE, tmp_path, "tensorflow", ["onnx"], blank=BLANK_LAST)
     extend_by_resume(run_dir, "tensorflow", eval_n=64)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from pydantic import Field
 
 from ocrbench.backend import BackendSpec
-from ocrbench.recipe import Section
+from ocrbench.recipe import Section, column_lstm_param_count
 
 
 class LstmCtcParams(Section):
@@ -21,11 +21,7 @@ class LstmCtcParams(Section):
 
     def param_count(self, classes: int) -> int:
         """LSTM layers with two bias vectors each (i2h and h2h, as the example's FullyConnected pair)."""
-        total, inputs = 0, self.input_height
-        for _ in range(self.layers):
-            total += 4 * self.hidden * (inputs + self.hidden) + 8 * self.hidden
-            inputs = self.hidden
-        return total + self.hidden * classes + classes
+        return column_lstm_param_count(self.input_height, self.hidden, self.layers, classes)
 
 
 BACKEND = BackendSpec(

@@ -1,0 +1,1 @@
+"""MindSpore backend: model_zoo WarpCTC (``warpctc``) and the shared CRNN, on MindRecord."""

@@ -1,0 +1,247 @@
+"""MindSpore worker: runs inside the mindspore backend's environment (started by ocrbench.worker.bootstrap).
+
+Native data is MindRecord (``mindrecord.py``), read with mindspore.dataset. Inside this backend the **CTC
+blank is the last class** and ``charset[k]`` is class k (WarpCTC's convention, also in the exports'
+metadata); best paths are converted to ocrbench's blank-0 convention in ``predict``. Training runs in
+GRAPH_MODE (the whole step — forward, CTC loss, gradients, global-norm clipping, optimizer — is one
+compiled graph; PyNative vs Graph measured in docs/backends.md). Loss: ``nn.CTCLoss(blank=last)`` on
+log-softmax, per sample, **summed over the batch** (WarpCTC returns per-sample losses with sensitivity 1
+each, i.e. the gradient of the sum). Labels are passed with their true lengths (WarpCTC passes its blank
+padding to the loss as labels; ocrbench does not — docs/backends.md).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's C++ log: errors only
+
+import mindspore as ms  # noqa: E402
+from mindspore import Tensor, nn, ops  # noqa: E402
+from mindspore import dataset as ds  # noqa: E402
+
+from backends.mindspore import mindrecord  # noqa: E402
+from backends.mindspore.model import WARPCTC_MEAN, WARPCTC_STD, build  # noqa: E402
+from ocrbench.codec import from_blank_last  # noqa: E402
+from ocrbench.labels import read_label_file  # noqa: E402
+from ocrbench.worker import EpochContext, Job, compare_logits, serve  # noqa: E402
+
+CHECKPOINT = re.compile(r"(?P<arch>\w+)-(?P<epoch>\d+)-(?P<step>\d+)\.ckpt")
+
+
+class NetWithLoss(nn.Cell):
+    """Network + CTC loss (blank = last class) on log-softmax, per sample, summed over the batch."""
+
+    def __init__(self, net: nn.Cell, blank: int):
+        super().__init__()
+        self.net = net
+        self.ctc = nn.CTCLoss(blank=blank, reduction="none", zero_infinity=True)
+
+    def construct(self, images, labels, lengths):
+        logits = self.net(images)                                      # (T, B, C)
+        steps, batch = logits.shape[0], logits.shape[1]
+        input_lengths = ops.fill(ms.int32, (batch,), steps)
+        return self.ctc(ops.log_softmax(logits, 2), labels, input_lengths, lengths).sum()
+
+
+class TrainStep(nn.Cell):
+    """One optimizer step as a single graph: loss, gradients, L2, global-norm clip, update."""
+
+    def __init__(self, net_with_loss: nn.Cell, optimizer: nn.Optimizer, clip: float | None, decay: float):
+        super().__init__()
+        self.net_with_loss, self.optimizer = net_with_loss, optimizer
+        self.weights = optimizer.parameters
+        self.clip = clip
+        self.decay = decay
+        self.grad = ops.GradOperation(get_by_list=True)
+
+    def construct(self, images, labels, lengths):
+        loss = self.net_with_loss(images, labels, lengths)
+        grads = self.grad(self.net_with_loss, self.weights)(images, labels, lengths)
+        if self.decay > 0:  # L2 as in the other backends (added to the gradient)
+            grads = tuple(g + self.decay * w for g, w in zip(grads, self.weights))
+        if self.clip is not None:
+            grads = ops.clip_by_global_norm(grads, self.clip)
+        self.optimizer(grads)
+        return loss
+
+
+class MindSporeTrainer:
+    framework = "mindspore"
+
+    def version(self) -> str:
+        return ms.__version__
+
+    def setup(self, job: Job) -> dict:
+        self.job = job
+        threads = job.train["threads"] or os.cpu_count() or 1
+        target = "GPU" if job.gpus >= 1 else "CPU"
+        ms.set_context(mode=ms.GRAPH_MODE)
+        ms.set_device(target)
+        ms.set_seed(job.train["seed"])
+        ds.config.set_seed(job.train["seed"])
+        random.seed(job.train["seed"])
+        np.random.seed(job.train["seed"])
+        return {"device": target, "threads": threads, "mode": "GRAPH_MODE"}
+
+    # ---------------------------------------------------------------------------------------- data
+    def prepare(self, job: Job) -> dict:
+        """Canonical dataset -> MindRecord files under native/mindspore (shared by runs on the data)."""
+        self.native = job.native_dir
+        reused = all(mindrecord.record_path(self.native, s).is_file() for s in mindrecord.SPLITS)
+        if not reused:
+            mindrecord.write_native(job.dataset_dir, job.charset.chars, self.native,
+                                    job.raw["dataset"]["max_label_len"])
+        self.ids = {split: [s.path for s in read_label_file(job.dataset_dir / f"{split}.txt")]
+                    for split in mindrecord.SPLITS}
+        return {"format": "MindRecord (image bytes, label padded with the blank, length, id)",
+                "path": str(self.native), "reused": reused}
+
+    def _data(self, split: str, epoch: int = 0) -> ds.Dataset:
+        train = split == "train"
+        if train:
+            ds.config.set_seed(self.job.train["seed"] * 100_003 + epoch)  # each epoch's order reproducible
+        workers = max(1, self.job.train["loader_workers"] or 1)
+        batch = self.job.train["batch_size"] if train else self.job.eval["batch_size"]
+        return mindrecord.pipeline(self.native, split, self.arch, self.height, self.width, batch,
+                                   shuffle=train, workers=workers, drop_remainder=train and self._full_batches())
+
+    def _full_batches(self) -> bool:
+        """Training uses full batches (static graph shapes; WarpCTC drops the remainder too) unless the
+        split is smaller than one batch."""
+        return len(self.ids["train"]) >= self.job.train["batch_size"]
+
+    # --------------------------------------------------------------------------------------- model
+    def build(self, job: Job) -> dict:
+        self.arch, self.params = job.model["arch"], job.model["params"]
+        if self.arch == "warpctc":
+            self.channels, self.height = 3, self.params["input_height"]
+        else:
+            self.channels, self.height = 1, 32
+        self.width = self.params["input_width"]
+        self.classes = job.charset.num_classes
+        self.net = build(self.arch, self.classes, self.params)
+        self.optimizer = make_optimizer(self.net.trainable_params(), job.train["optimizer"])
+        self.step_cell = TrainStep(NetWithLoss(self.net, blank=self.classes - 1), self.optimizer,
+                                   clip=job.train["grad_clip"], decay=job.train["optimizer"]["weight_decay"])
+        self.step_cell.set_train(True)
+        params = sum(p.size for p in self.net.trainable_params())
+        return {"arch": self.arch, "params": int(params), "classes": self.classes, "blank": self.classes - 1,
+                "mode": "GRAPH_MODE"}
+
+    def steps_per_epoch(self) -> int:
+        if self._full_batches():
+            return len(self.ids["train"]) // self.job.train["batch_size"]
+        return 1
+
+    def input_spec(self) -> dict:
+        if self.arch == "warpctc":
+            pixels = f"(x / 255 - mean) / std per BGR channel, mean {list(WARPCTC_MEAN)}, std {list(WARPCTC_STD)}"
+            color = "BGR"
+        else:
+            pixels, color = "x / 127.5 - 1 for x in 0..255 (range [-1, 1])", "gray"
+        return {"shape": [None, self.channels, self.height, self.width], "layout": "NCHW", "color": color,
+                "dtype": "float32", "pixels": pixels,
+                "resize": f"bilinear to {self.height}x{self.width}, aspect ratio not kept"}
+
+    def output_spec(self) -> dict:
+        return {"blank": self.classes - 1, "labels": "charset[k] is class k; the blank is the last class",
+                "output": "logits (time, batch, classes), time-major"}
+
+    def train_epoch(self, ctx: EpochContext) -> float:
+        self.step_cell.set_train(True)
+        total, batches = 0.0, 0
+        for images, labels, lengths in self._data("train", ctx.epoch).create_tuple_iterator(num_epochs=1):
+            self.optimizer.learning_rate.set_data(Tensor(ctx.lr(), ms.float32))
+            loss = float(self.step_cell(images, labels, lengths).asnumpy())
+            total += loss / images.shape[0]
+            batches += 1
+            ctx.step(int(images.shape[0]), loss / images.shape[0])
+        return total / max(batches, 1)
+
+    def predict(self, split: str):
+        self.net.set_train(False)
+        ids, offset = self.ids[split], 0
+        for images, _, _ in self._data(split).create_tuple_iterator(num_epochs=1):
+            logits = self.net(images)                                   # (T, B, C)
+            paths = from_blank_last(logits.argmax(axis=2).asnumpy().T, self.classes)  # (B, T)
+            yield ids[offset: offset + len(paths)], paths
+            offset += len(paths)
+        self.net.set_train(True)
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def save(self, directory: Path, epoch: int) -> list[Path]:
+        """``<arch>-<epoch>-<step>.ckpt`` (WarpCTC's naming) with the network and the optimizer state
+        (momentum, step); written to a temporary name and renamed; older ones are removed."""
+        step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
+        path = directory / f"{self.arch}-{epoch}-{step}.ckpt"
+        tmp = directory / f".tmp-{path.name}"
+        ms.save_checkpoint(self.step_cell, str(tmp))
+        os.replace(tmp, path)
+        for old in directory.glob(f"{self.arch}-*.ckpt"):
+            if old != path:
+                old.unlink()
+        return [path]
+
+    def load(self, directory: Path) -> None:
+        found = sorted((int(m["epoch"]), p) for p in directory.glob("*.ckpt") if (m := CHECKPOINT.fullmatch(p.name)))
+        if not found:
+            raise RuntimeError(f"no <arch>-<epoch>-<step>.ckpt checkpoint in {directory}")
+        missing, _ = ms.load_param_into_net(self.step_cell, ms.load_checkpoint(str(found[-1][1])))
+        if missing:
+            raise RuntimeError(f"checkpoint {found[-1][1].name} lacks parameters: {missing[:5]}")
+
+    # --------------------------------------------------------------------------------------- export
+    def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
+        self.net.set_train(False)
+        probe = np.random.default_rng(0).uniform(-1, 1, (2, self.channels, self.height, self.width))
+        probe = Tensor(probe.astype(np.float32))
+        expected = self.net(probe).asnumpy()
+        if fmt == "mindir":
+            ms.export(self.net, probe, file_name=str(directory / "model"), file_format="MINDIR")
+            path = directory / "model.mindir"
+            graph = nn.GraphCell(ms.load(str(path)))
+            compare_logits("MINDIR", expected, graph(probe).asnumpy())
+            return [path]
+        if fmt == "onnx":
+            return export_onnx(self.net, probe, expected, directory)
+        raise ValueError(f"unknown export format {fmt!r}")
+
+
+def export_onnx(net: nn.Cell, probe: Tensor, expected: np.ndarray, directory: Path) -> list[Path]:
+    """ONNX through ``mindspore.export``, then a check that onnxruntime runs it and agrees."""
+    import onnxruntime
+
+    ms.export(net, probe, file_name=str(directory / "model"), file_format="ONNX")
+    path = directory / "model.onnx"
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: probe.asnumpy()})[0]
+        compare_logits("ONNX (onnxruntime)", expected, got)
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    return [path]
+
+
+def make_optimizer(params: list, spec: dict) -> nn.Optimizer:
+    """The recipe's optimizer; weight decay is applied as L2 in the train step, the lr set every step."""
+    lr = float(spec["lr"])  # the optimizer keeps it as the Parameter ``learning_rate``
+    if spec["name"] == "sgd":
+        return nn.Momentum(params, learning_rate=lr, momentum=spec["momentum"])
+    if spec["name"] == "adam":
+        return nn.Adam(params, learning_rate=lr, beta1=spec["betas"][0], beta2=spec["betas"][1], eps=1e-8)
+    if spec["name"] == "rmsprop":
+        return nn.RMSProp(params, learning_rate=lr, momentum=spec["momentum"])
+    if spec["name"] == "adadelta":
+        return nn.Adadelta(params, learning_rate=lr)
+    raise ValueError(f"unknown optimizer {spec['name']!r}")
+
+
+def main(argv: list[str]) -> None:
+    serve(MindSporeTrainer, argv)
