@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ocrbench-installed
-TEST_BACKENDS ?= pytorch mxnet tensorflow mindspore
+TEST_BACKENDS ?= pytorch mxnet tensorflow mindspore paddleocr
 
 .PHONY: install envs test unit captcha clean
 

@@ -108,6 +108,8 @@ class Trainer(Protocol):
 
     def input_spec(self) -> dict: ...                      # shape/layout/pixel range of the model input
 
+    # Optional: ``on_evaluated(epoch, predictions_path)`` is called after each evaluation, before that
+    # epoch's ``save`` (PaddleOCR keeps a best_accuracy checkpoint with it).
     # Optional: ``output_spec() -> dict`` overrides DEFAULT_OUTPUT_SPEC in exports' metadata (blank index,
     # label convention, logits layout) for a backend whose native convention differs.
 
@@ -246,6 +248,8 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
                     train_s=epoch_s, samples=ctx.samples, wall_s=time.perf_counter() - clock)
         if epoch % train["eval_every"] == 0 or epoch == train["epochs"]:
             last_eval_file = _evaluate(trainer, job, events, epoch, clock)
+            if hasattr(trainer, "on_evaluated"):  # optional: e.g. to keep a best-accuracy checkpoint
+                trainer.on_evaluated(epoch, last_eval_file)
         state["wall_s"] = time.perf_counter() - clock
         saved = trainer.save(checkpoints, epoch)
         atomic.write_json(checkpoints / "state.json", state)

@@ -1,0 +1,267 @@
+"""PaddleOCR worker: runs inside the paddleocr backend's environment (started by ocrbench.worker.bootstrap).
+
+No paddleocr wheel ships ppocr's training stack, so the model and training loop are ocrbench's own, on
+paddle; every edge speaks PaddleOCR's formats (``ppocr_formats.py``): SimpleDataSet label lists and a
+dict file as native data, the PaddleOCR training config, ``latest`` / ``best_accuracy`` checkpoints
+(``.pdparams`` / ``.pdopt`` / ``.states``), an inference model with ``inference.yml``.
+
+Conventions are PaddleOCR's and ocrbench's alike: blank 0, dict line k -> class k + 1; logits (T, B, C)
+time-major. Loss: ``paddle.nn.CTCLoss(blank=0, reduction="none")`` on logits, averaged over the batch
+(not normalised by label length), as ppocr's CTCLoss.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import paddle
+from PIL import Image
+
+from backends.paddleocr import ppocr_formats
+from backends.paddleocr.model import build
+from ocrbench.codec import pad_targets
+from ocrbench.labels import read_label_file
+from ocrbench.metrics import Protocol, score_files
+from ocrbench.worker import EpochContext, Job, compare_logits, serve
+
+HEIGHT = 32
+
+
+def resize_norm_bgr(bgr: np.ndarray, width: int) -> tuple[np.ndarray, int]:
+    """PaddleOCR's resize_norm_img: height 32, width min(W, ceil(32 * w / h)) keeping the aspect ratio.
+    Returns the resized uint8 HWC image (normalised and right-padded later, per batch) and its width."""
+    h, w = bgr.shape[:2]
+    resized_w = min(width, int(math.ceil(HEIGHT * w / h)))
+    image = Image.fromarray(bgr).resize((resized_w, HEIGHT), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8), resized_w
+
+
+class ImageCache:
+    """Canonical images -> uint8 arrays ready for batching, decoded once and kept in memory.
+
+    ``crnn_mobilenetv3``: BGR, aspect ratio kept (see resize_norm_bgr). ``crnn``: gray, 32 x W.
+    """
+
+    def __init__(self, dataset_dir: Path, arch: str, width: int):
+        self.dataset_dir, self.arch, self.width = dataset_dir, arch, width
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, relpath: str) -> np.ndarray:
+        if relpath not in self._cache:
+            with Image.open(self.dataset_dir / relpath) as img:
+                if self.arch == "crnn_mobilenetv3":
+                    bgr = np.asarray(img.convert("RGB"), dtype=np.uint8)[:, :, ::-1]
+                    self._cache[relpath] = resize_norm_bgr(np.ascontiguousarray(bgr), self.width)[0]
+                else:
+                    gray = img.convert("L").resize((self.width, HEIGHT), Image.Resampling.BILINEAR)
+                    self._cache[relpath] = np.asarray(gray, dtype=np.uint8)[:, :, None]
+        return self._cache[relpath]
+
+
+def to_batch(images: list[np.ndarray], width: int) -> np.ndarray:
+    """uint8 HWC images -> float32 (B, C, 32, width): (x / 255 - 0.5) / 0.5 = x / 127.5 - 1 in [-1, 1],
+    zero-padded on the right (PaddleOCR pads after normalising)."""
+    channels = images[0].shape[2]
+    batch = np.zeros((len(images), channels, HEIGHT, width), dtype=np.float32)
+    for i, image in enumerate(images):
+        batch[i, :, :, : image.shape[1]] = image.transpose(2, 0, 1) / 127.5 - 1.0
+    return batch
+
+
+class PaddleTrainer:
+    framework = "paddle"
+
+    def version(self) -> str:
+        return paddle.__version__
+
+    def setup(self, job: Job) -> dict:
+        self.job = job
+        if job.gpus >= 1:
+            if not paddle.device.is_compiled_with_cuda():
+                raise RuntimeError(f"--gpus asked for a GPU but paddle {paddle.__version__} is a CPU build "
+                                   "(point the backend at an interpreter with paddlepaddle-gpu via --python)")
+            paddle.set_device("gpu:0")
+        else:
+            paddle.set_device("cpu")
+        seed = job.train["seed"]
+        paddle.seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        return {"device": paddle.get_device(), "threads": job.train["threads"] or os.cpu_count()}
+
+    # ---------------------------------------------------------------------------------------- data
+    def prepare(self, job: Job) -> dict:
+        """SimpleDataSet label lists (paths relative to the canonical dataset, the data_dir) + dict."""
+        self.native = job.native_dir
+        reused = ppocr_formats.native_ready(self.native)
+        if not reused:
+            ppocr_formats.write_native(job.dataset_dir, job.charset.chars, self.native)
+        self.samples = {split: read_label_file(self.native / ppocr_formats.LABEL_LISTS[split])
+                        for split in ("train", "eval")}
+        return {"format": "PaddleOCR SimpleDataSet (path<TAB>text label lists + dict.txt)",
+                "path": str(self.native), "reused": reused}
+
+    # --------------------------------------------------------------------------------------- model
+    def build(self, job: Job) -> dict:
+        self.arch, self.params = job.model["arch"], job.model["params"]
+        self.width = self.params["input_width"]
+        self.channels = 3 if self.arch == "crnn_mobilenetv3" else 1
+        self.images = ImageCache(job.dataset_dir, self.arch, self.width)
+        self.model = build(self.arch, job.charset.num_classes, self.params)
+        self.optimizer = make_optimizer(self.model, job.train)
+        self.ctc = paddle.nn.CTCLoss(blank=0, reduction="none")
+        self.max_len = job.raw["dataset"]["max_label_len"]
+        self.best = {"acc": -1.0, "epoch": 0}
+        self.is_best = False
+        ppocr_formats.write_train_config(job, self.native, job.run_dir / "config.yml")
+        params = sum(int(np.prod(p.shape)) for p in self.model.parameters() if not p.stop_gradient)
+        return {"arch": self.arch, "params": params, "classes": job.charset.num_classes,
+                "paddleocr_config": "config.yml"}
+
+    def steps_per_epoch(self) -> int:
+        n, batch = len(self.samples["train"]), self.job.train["batch_size"]
+        return n // batch if n >= batch else 1
+
+    def input_spec(self) -> dict:
+        if self.arch == "crnn_mobilenetv3":
+            return {"shape": [None, 3, HEIGHT, None], "layout": "NCHW", "color": "BGR", "dtype": "float32",
+                    "pixels": "(x / 255 - 0.5) / 0.5 (range [-1, 1])",
+                    "resize": f"height 32 keeping the aspect ratio, width at most {self.width}, zero-padded "
+                              f"on the right to {self.width} (PaddleOCR resize_norm_img)"}
+        return {"shape": [None, 1, HEIGHT, self.width], "layout": "NCHW", "color": "gray", "dtype": "float32",
+                "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
+                "resize": f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept"}
+
+    def _batches(self, split: str, order: list[int], batch_size: int, full_only: bool):
+        samples = self.samples[split]
+        stop = len(order) - len(order) % batch_size if full_only and len(order) >= batch_size else len(order)
+        for start in range(0, stop, batch_size):
+            chosen = [samples[i] for i in order[start: start + batch_size]]
+            images = to_batch([self.images[s.path] for s in chosen], self.width)
+            targets, lengths = pad_targets([s.text for s in chosen], self.job.charset, self.max_len)
+            yield [s.path for s in chosen], images, targets, lengths
+
+    def train_epoch(self, ctx: EpochContext) -> float:
+        self.model.train()
+        order = np.random.RandomState(self.job.train["seed"] * 100_003 + ctx.epoch).permutation(
+            len(self.samples["train"])).tolist()
+        total, batches = 0.0, 0
+        for _, images, targets, lengths in self._batches("train", order, self.job.train["batch_size"], True):
+            self.optimizer.set_lr(ctx.lr())
+            logits = self.model(paddle.to_tensor(images))                       # (T, B, C)
+            steps, batch = logits.shape[0], logits.shape[1]
+            loss = self.ctc(logits, paddle.to_tensor(targets.astype(np.int32)),
+                            paddle.full([batch], steps, dtype="int64"), paddle.to_tensor(lengths)).mean()
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.clear_grad()
+            value = float(loss)
+            total += value
+            batches += 1
+            ctx.step(batch, value)
+        return total / max(batches, 1)
+
+    @paddle.no_grad()
+    def predict(self, split: str):
+        self.model.eval()
+        order = list(range(len(self.samples[split])))
+        for ids, images, _, _ in self._batches(split, order, self.job.eval["batch_size"], False):
+            logits = self.model(paddle.to_tensor(images))
+            yield ids, logits.argmax(axis=2).numpy().T                             # (B, T)
+
+    def on_evaluated(self, epoch: int, predictions: Path) -> None:
+        """PaddleOCR keeps ``best_accuracy`` by eval accuracy: scored with ocrbench.metrics (the code the
+        core uses for metrics.json), not a second implementation."""
+        labels = {s.path: s.text for s in self.samples["eval"]}
+        acc = score_files(predictions, labels, Protocol(**self.job.eval["protocol"]), self.job.charset.chars)["seq_acc"]
+        self.is_best = acc >= self.best["acc"]
+        if self.is_best:
+            self.best = {"acc": acc, "epoch": epoch}
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def save(self, directory: Path, epoch: int) -> list[Path]:
+        """``latest.{pdparams,pdopt,states}`` every epoch, copied to ``best_accuracy.*`` when the epoch's
+        eval accuracy is the best so far (PaddleOCR's tools/program.py convention)."""
+        states = {"epoch": epoch, "best_model_dict": {"acc": self.best["acc"], "best_epoch": self.best["epoch"]},
+                  "arch": self.arch}
+        written = ppocr_formats.save_checkpoint(directory, "latest", self.model.state_dict(),
+                                                self.optimizer.state_dict(), states)
+        if self.is_best:
+            for path in list(written):
+                best = directory / path.name.replace("latest", "best_accuracy", 1)
+                shutil.copyfile(path, str(best) + ".tmp")
+                os.replace(str(best) + ".tmp", best)
+                written.append(best)
+            self.is_best = False
+        return written
+
+    def load(self, directory: Path) -> None:
+        model, optimizer, states = ppocr_formats.load_checkpoint(directory, "latest")
+        self.model.set_state_dict(model)
+        self.optimizer.set_state_dict(optimizer)
+        best = states.get("best_model_dict", {})
+        self.best = {"acc": float(best.get("acc", -1.0)), "epoch": int(best.get("best_epoch", 0))}
+
+    # --------------------------------------------------------------------------------------- export
+    def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
+        self.model.eval()
+        probe = np.random.default_rng(0).uniform(-1, 1, (2, self.channels, HEIGHT, self.width)).astype(np.float32)
+        expected = self.model(paddle.to_tensor(probe)).numpy()
+        if fmt == "paddle":
+            return ppocr_formats.export_inference(self.model, self.job, self.arch, self.params, directory,
+                                                  self.channels, probe, expected)
+        if fmt == "onnx":
+            return export_onnx(self, directory, opset, probe, expected)
+        raise ValueError(f"unknown export format {fmt!r}")
+
+
+def export_onnx(trainer: PaddleTrainer, directory: Path, opset: int, probe: np.ndarray,
+                expected: np.ndarray) -> list[Path]:
+    """ONNX through paddle2onnx from a temporary inference model, checked in onnxruntime."""
+    import onnxruntime
+    import paddle2onnx
+
+    staging = directory / ".inference"
+    model_file = ppocr_formats.jit_save(trainer.model, staging / "inference", trainer.channels)
+    path = directory / "model.onnx"
+    try:
+        paddle2onnx.export(str(model_file), str(staging / "inference.pdiparams"), str(path), opset_version=opset,
+                           enable_onnx_checker=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: probe})[0]
+    try:
+        compare_logits("ONNX (paddle2onnx, onnxruntime)", expected, got)
+    except RuntimeError:
+        path.unlink(missing_ok=True)
+        raise
+    return [path]
+
+
+def make_optimizer(model: paddle.nn.Layer, train: dict) -> paddle.optimizer.Optimizer:
+    """The recipe's optimizer with L2 weight decay (PaddleOCR's regularizer) and global-norm clipping;
+    the lr is set every step from the shared schedule."""
+    spec = train["optimizer"]
+    decay = paddle.regularizer.L2Decay(spec["weight_decay"]) if spec["weight_decay"] else None
+    clip = paddle.nn.ClipGradByGlobalNorm(train["grad_clip"]) if train["grad_clip"] else None
+    common = {"learning_rate": spec["lr"], "parameters": model.parameters(), "weight_decay": decay,
+              "grad_clip": clip}
+    if spec["name"] == "adam":
+        return paddle.optimizer.Adam(beta1=spec["betas"][0], beta2=spec["betas"][1], **common)
+    if spec["name"] == "sgd":
+        return paddle.optimizer.Momentum(momentum=spec["momentum"], **common)
+    if spec["name"] == "rmsprop":
+        return paddle.optimizer.RMSProp(momentum=spec["momentum"], **common)
+    if spec["name"] == "adadelta":
+        return paddle.optimizer.Adadelta(**common)
+    raise ValueError(f"unknown optimizer {spec['name']!r}")
+
+
+def main(argv: list[str]) -> None:
+    serve(PaddleTrainer, argv)

@@ -1,0 +1,85 @@
+"""End to end with the real PaddlePaddle backend on the tiny smoke set (needs `ocrbench env install paddleocr`)."""
+
+import pickle
+
+import pytest
+import yaml
+
+from backends.paddleocr.spec import CrnnMobileNetV3Params
+from conftest import RECIPES
+from e2e_checks import (backend_python, check_complete_run, check_exports, check_small_crnn, extend_by_resume,
+                        in_env, smoke)
+from ocrbench.recipe import CrnnParams
+
+pytestmark = pytest.mark.e2e
+SMOKE = RECIPES / "smoke" / "paddleocr.yml"
+
+
+@pytest.fixture(scope="module")
+def paddle_python():
+    return backend_python("paddleocr")
+
+
+@pytest.fixture(scope="module")
+def mobilenet_run(tmp_path_factory, paddle_python):
+    return smoke(SMOKE, tmp_path_factory.mktemp("runs"))
+
+
+def test_crnn_mobilenetv3_smoke_run(mobilenet_run):
+    metrics = check_complete_run(mobilenet_run, "paddleocr", epochs=2, eval_n=64)
+    assert metrics["backend"]["version"] == "3.3.1" and metrics["backend"]["arch"] == "crnn_mobilenetv3"
+    assert metrics["model"]["params"] == CrnnMobileNetV3Params(**metrics["model"]["arch_params"]).param_count(11)
+    exports = check_exports(mobilenet_run, metrics, {"paddle", "onnx"})
+    assert all(x["ok"] for x in exports.values()), exports
+    files = {p.name for p in (mobilenet_run / "exports" / "paddle").iterdir()}
+    assert {"inference.json", "inference.pdiparams", "inference.yml"} <= files
+
+
+def test_paddleocr_checkpoints_and_config(mobilenet_run):
+    names = {p.name for p in (mobilenet_run / "checkpoints").iterdir()}
+    for prefix in ("latest", "best_accuracy"):
+        assert {f"{prefix}.pdparams", f"{prefix}.pdopt", f"{prefix}.states"} <= names
+    config = yaml.safe_load((mobilenet_run / "config.yml").read_text())
+    assert list(config) == ["Global", "Optimizer", "Architecture", "Loss", "PostProcess", "Metric", "Train", "Eval"]
+    assert config["Architecture"]["Backbone"] == {"name": "MobileNetV3", "scale": 0.5, "model_name": "small",
+                                                  "small_stride": [1, 2, 2, 2]}
+    assert config["Train"]["dataset"]["name"] == "SimpleDataSet"
+    dict_file = config["Global"]["character_dict_path"]
+    assert open(dict_file, encoding="utf-8").read() == "".join(f"{d}\n" for d in range(10))
+
+
+def test_checkpoints_load_without_executing_code(mobilenet_run, paddle_python, tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "latest.states"
+    evil.write_bytes(pickle.dumps({"epoch": Exploit()}))
+    code = ("import sys, pickle\n"
+            "from pathlib import Path\n"
+            "from backends.paddleocr.ppocr_formats import safe_load\n"
+            "state = safe_load(Path(sys.argv[1]) / 'latest.pdparams')\n"
+            "print(len(state) > 0, type(next(iter(state.values()))).__name__)\n"
+            "try:\n    safe_load(Path(sys.argv[2]))\nexcept pickle.UnpicklingError as e:\n    print('refused')\n")
+    out = in_env(paddle_python, code, mobilenet_run / "checkpoints", evil).split()
+    assert out == ["True", "ndarray", "refused"]
+
+
+def test_shared_crnn_and_resume(tmp_path, paddle_python):
+    run_dir = check_small_crnn(SMOKE, tmp_path, "paddleocr", ["paddle", "onnx"])
+    assert not (run_dir / "config.yml").exists()  # the shared crnn has no PaddleOCR backbone equivalent
+    extend_by_resume(run_dir, "paddleocr", eval_n=64)
+
+
+def test_reference_sizes_match_the_formulas(paddle_python):
+    code = ("import numpy as np\n"
+            "from backends.paddleocr.model import build\n"
+            "for arch, classes, p in (('crnn', 11, dict(input_width=100, channels=[64, 128, 256, 256, 512, 512, 512],"
+            " hidden=256)), ('crnn_mobilenetv3', 6625, dict(scale=0.5, small_stride=[1, 2, 2, 2], hidden=48,"
+            " input_width=320))):\n"
+            "    m = build(arch, classes, p)\n"
+            "    print(sum(int(np.prod(x.shape)) for x in m.parameters() if not x.stop_gradient))")
+    crnn, mobilenet = map(int, in_env(paddle_python, code).split())
+    assert crnn == CrnnParams().param_count(11) == 8_317_963
+    # rec_chinese_lite_train_v2.0: 6623 dictionary characters + space + blank
+    assert mobilenet == CrnnMobileNetV3Params().param_count(6625) == 1_081_377
