@@ -176,7 +176,7 @@ def prepare(data: dict, base_dir: Path, log: Callable[[str], None] = print) -> P
     started = time.monotonic()
     try:
         builder = {"captcha": _build_captcha, "labelfile": _build_labelfile, "lmdb": _build_lmdb,
-                   "filenames": _build_filenames}
+                   "filenames": _build_filenames, "csv": _build_csv}
         rows, charset, skipped = builder[data["source"]](data, config, tmp, log)
         manifest = _finish(tmp, config, key, rows, charset, skipped, time.monotonic() - started)
     except BaseException:
@@ -257,7 +257,12 @@ def _import_signature(config: dict) -> str:
                 digest.update(f"{item}:{item.stat().st_size}".encode())
                 digest.update(hashlib.sha256(item.read_bytes()).digest() if item.suffix != ".mdb"
                               else str(item.stat().st_mtime_ns).encode())
-    if config.get("root"):
+    if config.get("root") and config["source"] == "csv":
+        for item in sorted(Path(config["root"]).rglob("*")):
+            with contextlib.suppress(OSError):
+                stat = item.stat()
+                digest.update(f"{item}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    elif config.get("root"):
         for split in ("train", "eval"):
             try:
                 samples = read_label_file(config[split], config.get("delimiter", "\t"))
@@ -325,6 +330,14 @@ class _Importer:
         self.rows.append((relpath, hashlib.sha256(image).hexdigest(), text))
 
 
+    def add_from_root(self, where: str, root: Path, relpath: str, text: str) -> None:
+        """Add the image at ``root / relpath``; a path that escapes ``root`` is a bad sample."""
+        image_path = root / relpath
+        if not is_safe_relative(relpath) or not image_path.resolve().is_relative_to(root):
+            return self.bad(where, "path_outside_root", f"image path {relpath!r} escapes {root}")
+        self.add(where, image_path.read_bytes() if image_path.is_file() else None, text)
+
+
 def _image_extension(image: bytes) -> str | None:
     """The file extension for encoded image bytes, or None if PIL cannot decode them."""
     from PIL import Image, UnidentifiedImageError
@@ -376,12 +389,7 @@ def _build_labelfile(data: dict, config: dict, out: Path, log) -> tuple[dict, st
         importer = _Importer(data, out, split, charset)
         for line, sample in samples_with_lines:
             where = f"{label_path}:{line}"
-            if not is_safe_relative(sample.path) or not (root / sample.path).resolve().is_relative_to(root):
-                importer.bad(where, "path_outside_root", f"image path {sample.path!r} escapes {root}")
-                continue
-            image_path = root / sample.path
-            image = image_path.read_bytes() if image_path.is_file() else None
-            importer.add(where, image, sample.text)
+            importer.add_from_root(where, root, sample.path, sample.text)
         rows[split], skipped[split] = importer.rows, importer.skipped
         log(f"dataset: imported {len(importer.rows)} {split} samples from {label_path}"
             + (f", skipped {importer.skipped}" if importer.skipped else ""))
@@ -453,3 +461,51 @@ def _natural_key(path: Path) -> tuple:
     """Order ``2-x.png`` before ``10-y.png`` (the numeric index first, then the name)."""
     head = path.stem.split("-", 1)[0]
     return (0, int(head), path.name) if head.isdigit() else (1, 0, path.name)
+
+
+AUTO_ENCODINGS = ("utf-8-sig", "gb18030")  # gb18030 decodes GB2312 and GBK files
+
+
+def _decode_csv(path: Path, encoding: str, key: str) -> tuple[str, str]:
+    """The file's text and the encoding used; ``auto`` tries UTF-8 first, then GB18030."""
+    raw = path.read_bytes()
+    candidates = AUTO_ENCODINGS if encoding == "auto" else (encoding,)
+    last: UnicodeDecodeError | None = None
+    for codec in candidates:
+        try:
+            return raw.decode(codec), codec
+        except LookupError:
+            raise OcrbenchError(f"data.encoding: unknown encoding {encoding!r}",
+                                hint="use auto, or a Python codec name such as gb2312, gbk or utf-8") from None
+        except UnicodeDecodeError as exc:
+            last = exc
+    raise OcrbenchError(f"{key}: {path} cannot be decoded as {' or '.join(candidates)} "
+                        f"({last})",
+                        hint="set data.encoding to the file's encoding (e.g. gb2312, gbk, big5)")
+
+
+def _build_csv(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+    """``name,value`` CSV files + an image folder (competition layout), GB2312 detected or given."""
+    import csv
+
+    charset = _import_charset(data, config)
+    root = Path(config["root"])
+    rows, skipped = {}, {}
+    for split in SPLITS:
+        path = Path(config[split])
+        text, codec = _decode_csv(path, data["encoding"], f"data.{split}")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        wanted = (data["name_column"], data["text_column"])
+        missing = [c for c in wanted if c not in (reader.fieldnames or [])]
+        if missing:
+            raise OcrbenchError(f"data.{split}: {path} has no column(s) {missing}; its header is "
+                                f"{reader.fieldnames}", hint="set data.name_column / data.text_column")
+        importer = _Importer(data, out, split, charset)
+        for record in reader:
+            where = f"{path}:{reader.line_num}"
+            name, label = record[wanted[0]] or "", record[wanted[1]] or ""
+            importer.add_from_root(where, root, name, label)
+        rows[split], skipped[split] = importer.rows, importer.skipped
+        log(f"dataset: imported {len(importer.rows)} {split} samples from {path} ({codec})"
+            + (f", skipped {importer.skipped}" if importer.skipped else ""))
+    return rows, _derived_charset(rows, charset), skipped

@@ -156,7 +156,21 @@ class FilenamesData(_ImportedData):
     separator: str = Field("-", min_length=1, description="the label follows the first separator in the name")
 
 
-DataSection = Annotated[Union[CaptchaData, LabelFileData, LmdbData, FilenamesData],
+class CsvData(_ImportedData):
+    """Competition-style CSV label files (``name,value`` columns: image file name, text) and a folder of
+    images. Such files are often GB2312/GBK-encoded: ``encoding: auto`` tries UTF-8, then GB18030 (a
+    superset of GB2312 and GBK)."""
+
+    source: Literal["csv"]
+    root: str = Field(description="directory the image names are relative to")
+    train: str
+    eval: str
+    name_column: str = Field("name", min_length=1)
+    text_column: str = Field("value", min_length=1)
+    encoding: str = Field("auto", min_length=1, description="auto, or a Python codec name (gb2312, gbk, utf-8, ...)")
+
+
+DataSection = Annotated[Union[CaptchaData, LabelFileData, LmdbData, FilenamesData, CsvData],
                         Field(discriminator="source")]
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from ocrbench import datasets
 from ocrbench.errors import OcrbenchError
 from ocrbench.lmdb_layout import LmdbReader, write_lmdb
-from ocrbench.recipe import CaptchaData, FilenamesData, LabelFileData, LmdbData
+from ocrbench.recipe import CaptchaData, CsvData, FilenamesData, LabelFileData, LmdbData
 
 
 def captcha(**overrides) -> dict:
@@ -137,6 +137,42 @@ def test_filenames_source_names_a_file_without_label(isolated_home, tmp_path):
     with pytest.raises(OcrbenchError) as info:
         datasets.prepare(data, tmp_path, quiet)
     assert "nolabel.png" in str(info.value) and "on_bad_sample" in info.value.hint
+
+
+def csv_setup(tmp_path, train_text: str, encoding: str) -> dict:
+    """A competition layout: images/ + train.csv / eval.csv with name,value columns."""
+    images = tmp_path / "images"
+    images.mkdir(parents=True)
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        (images / name).write_bytes(_png(i))
+    (tmp_path / "train.csv").write_bytes(train_text.encode(encoding))
+    (tmp_path / "eval.csv").write_bytes("name,value\nc.png,验证\n".encode(encoding))
+    return dict(source="csv", root="images", train="train.csv", eval="eval.csv")
+
+
+def test_csv_source_detects_gb2312(isolated_home, tmp_path):
+    data = CsvData(**csv_setup(tmp_path, "name,value\na.png,中文\nb.png,码12\n", "gb2312")).model_dump(mode="json")
+    messages = []
+    ds = datasets.prepare(data, tmp_path, messages.append)
+    assert [s.text for s in ds.samples("train")] == ["中文", "码12"] and ds.samples("eval")[0].text == "验证"
+    assert any("(gb18030)" in m for m in messages)                  # the auto-detected codec is reported
+    utf8 = CsvData(**csv_setup(tmp_path / "u", "name,value\na.png,中文\n", "utf-8")).model_dump(mode="json")
+    assert [s.text for s in datasets.prepare(utf8, tmp_path / "u", quiet).samples("train")] == ["中文"]
+
+
+def test_csv_source_errors_name_the_file(isolated_home, tmp_path):
+    wrong = CsvData(**csv_setup(tmp_path, "name,value\na.png,中文\n", "gb2312"), encoding="utf-8")
+    with pytest.raises(OcrbenchError) as info:
+        datasets.prepare(wrong.model_dump(mode="json"), tmp_path, quiet)
+    assert "train.csv" in str(info.value) and "data.encoding" in info.value.hint
+    other = CsvData(**csv_setup(tmp_path / "o", "file,label\na.png,1\n", "utf-8"))
+    with pytest.raises(OcrbenchError) as info:
+        datasets.prepare(other.model_dump(mode="json"), tmp_path / "o", quiet)
+    assert "['name', 'value']" in str(info.value) and "['file', 'label']" in str(info.value)
+    escaping = CsvData(**csv_setup(tmp_path / "e", "name,value\n../x.png,1\n", "utf-8"))
+    with pytest.raises(OcrbenchError) as info:
+        datasets.prepare(escaping.model_dump(mode="json"), tmp_path / "e", quiet)
+    assert "train.csv:2" in str(info.value) and "escapes" in str(info.value)
 
 
 def test_lmdb_layout_is_one_based_and_readable_like_crnn_pytorch(tmp_path):
