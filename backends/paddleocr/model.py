@@ -139,6 +139,18 @@ class CRNN(nn.Layer):
         return self.rnn2(self.rnn1(features))
 
 
+class InferenceOutput(nn.Layer):
+    """What PaddleOCR's exported recognition models return, so its predictor can run ours: softmax
+    probabilities (B, T, classes), batch-major (PaddleOCR's CTCHead applies softmax in eval mode)."""
+
+    def __init__(self, model: nn.Layer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return nn.functional.softmax(self.model(images), axis=2).transpose([1, 0, 2])
+
+
 def build(arch: str, classes: int, params: dict) -> nn.Layer:
     if arch == "crnn_mobilenetv3":
         return CrnnMobileNetV3(classes, **params)

@@ -176,28 +176,42 @@ def jit_save(model: paddle.nn.Layer, prefix: Path, channels: int) -> Path:
     raise RuntimeError(f"paddle.jit.save wrote no model file next to {prefix}")
 
 
-def inference_yml(job: Job, arch: str, params: dict, channels: int) -> dict:
-    """Pre/post-processing and the dict of the exported model, in PaddleOCR's ``inference.yml`` layout."""
+# paddleocr 3.x (paddlex) loads a recognition model only under a registered model name, and all its CTC
+# recognition models share one predictor (pre-processing, run, CTCLabelDecode from inference.yml).
+PADDLEX_LOADER_NAME = "PP-OCRv4_mobile_rec"
+
+
+def inference_yml(job: Job, arch: str, params: dict) -> dict:
+    """Pre/post-processing and the dict of the exported model, in PaddleOCR's ``inference.yml`` layout.
+
+    ``crnn_mobilenetv3``: exactly PaddleOCR's ops (DecodeImage BGR, RecResizeImg — which also normalises
+    to [-1, 1] — and KeepKeys), under ``PADDLEX_LOADER_NAME`` so paddleocr's TextRecognition loads it.
+    ``crnn``: PaddleOCR has no op for its gray, fixed-size resize; the ops are described for reference.
+    """
     width = params["input_width"]
-    resize = ({"RecResizeImg": {"image_shape": [3, HEIGHT, width]}} if arch == "crnn_mobilenetv3"
-              else {"ResizeImage": {"size": [width, HEIGHT], "keep_ratio": False, "gray": True}})
-    return {"Global": {"model_name": f"ocrbench_{arch}"},
-            "PreProcess": {"transform_ops": [{"DecodeImage": {"img_mode": "BGR" if channels == 3 else "GRAY",
-                                                              "channel_first": False}},
-                                             resize,
-                                             {"NormalizeImage": {"scale": 1 / 255.0, "mean": [0.5] * channels,
-                                                                 "std": [0.5] * channels, "order": "hwc"}},
-                                             {"KeepKeys": {"keep_keys": ["image"]}}]},
+    if arch == "crnn_mobilenetv3":
+        ops = [{"DecodeImage": {"img_mode": "BGR", "channel_first": False}},
+               {"RecResizeImg": {"image_shape": [3, HEIGHT, width]}},
+               {"KeepKeys": {"keep_keys": ["image"]}}]
+        model_name = PADDLEX_LOADER_NAME
+    else:
+        ops = [{"DecodeImage": {"img_mode": "GRAY", "channel_first": False}},
+               {"ResizeImage": {"size": [width, HEIGHT], "keep_ratio": False}},
+               {"NormalizeImage": {"scale": 1 / 255.0, "mean": [0.5], "std": [0.5], "order": "hwc"}},
+               {"KeepKeys": {"keep_keys": ["image"]}}]
+        model_name = "ocrbench_crnn"
+    return {"Global": {"model_name": model_name, "ocrbench_arch": arch},
+            "PreProcess": {"transform_ops": ops},
             "PostProcess": {"name": "CTCLabelDecode", "character_dict": list(job.charset.chars)}}
 
 
 def export_inference(model: paddle.nn.Layer, job: Job, arch: str, params: dict, directory: Path, channels: int,
                      probe: np.ndarray, expected: np.ndarray) -> list[Path]:
     """``inference.{json|pdmodel}`` + ``inference.pdiparams`` + ``inference.yml``, reloaded with
-    paddle.jit.load and compared with the training model's logits."""
+    paddle.jit.load and compared with the exported layer's output on ``probe``."""
     model_file = jit_save(model, directory / "inference", channels)
     (directory / "inference.yml").write_text(
-        yaml.safe_dump(inference_yml(job, arch, params, channels), sort_keys=False, allow_unicode=True),
+        yaml.safe_dump(inference_yml(job, arch, params), sort_keys=False, allow_unicode=True),
         encoding="utf-8")
     reloaded = paddle.jit.load(str(directory / "inference"))
     reloaded.eval()

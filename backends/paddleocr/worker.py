@@ -23,7 +23,7 @@ import paddle
 from PIL import Image
 
 from backends.paddleocr import ppocr_formats
-from backends.paddleocr.model import build
+from backends.paddleocr.model import InferenceOutput, build
 from ocrbench.codec import pad_targets
 from ocrbench.labels import read_label_file
 from ocrbench.metrics import Protocol, score_files
@@ -208,12 +208,18 @@ class PaddleTrainer:
         self.best = {"acc": float(best.get("acc", -1.0)), "epoch": int(best.get("best_epoch", 0))}
 
     # --------------------------------------------------------------------------------------- export
+    def output_spec(self) -> dict:
+        return {"blank": 0, "labels": "charset[k] is class k + 1; the blank is class 0",
+                "output": "probabilities (batch, time, classes), batch-major, softmax applied "
+                          "(PaddleOCR's inference-model layout)"}
+
     def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
         self.model.eval()
+        exported = InferenceOutput(self.model)
         probe = np.random.default_rng(0).uniform(-1, 1, (2, self.channels, HEIGHT, self.width)).astype(np.float32)
-        expected = self.model(paddle.to_tensor(probe)).numpy()
+        expected = exported(paddle.to_tensor(probe)).numpy()
         if fmt == "paddle":
-            return ppocr_formats.export_inference(self.model, self.job, self.arch, self.params, directory,
+            return ppocr_formats.export_inference(exported, self.job, self.arch, self.params, directory,
                                                   self.channels, probe, expected)
         if fmt == "onnx":
             return export_onnx(self, directory, opset, probe, expected)
@@ -227,7 +233,7 @@ def export_onnx(trainer: PaddleTrainer, directory: Path, opset: int, probe: np.n
     import paddle2onnx
 
     staging = directory / ".inference"
-    model_file = ppocr_formats.jit_save(trainer.model, staging / "inference", trainer.channels)
+    model_file = ppocr_formats.jit_save(InferenceOutput(trainer.model), staging / "inference", trainer.channels)
     path = directory / "model.onnx"
     try:
         paddle2onnx.export(str(model_file), str(staging / "inference.pdiparams"), str(path), opset_version=opset,
