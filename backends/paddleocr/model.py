@@ -46,7 +46,8 @@ class SqueezeExcite(nn.Layer):
 
 class InvertedResidual(nn.Layer):
     """MobileNetV3 block: 1x1 expand, depthwise k x k (strided), optional SE, 1x1 linear projection;
-    identity shortcut when the shape is unchanged."""
+    identity shortcut for unstrided blocks (stride 1) with equal channels. As in PP-OCR, a block given a
+    stride tuple — even (1, 1), from small_stride — has no shortcut."""
 
     def __init__(self, cin: int, mid: int, cout: int, kernel: int, stride, se: bool, act: str):
         super().__init__()
@@ -54,7 +55,7 @@ class InvertedResidual(nn.Layer):
         self.depthwise = ConvBN(mid, mid, kernel, stride=stride, groups=mid, act=act)
         self.se = SqueezeExcite(mid) if se else None
         self.project = ConvBN(mid, cout, 1)
-        self.shortcut = stride in (1, (1, 1)) and cin == cout
+        self.shortcut = stride == 1 and cin == cout
 
     def forward(self, x):
         y = self.depthwise(self.expand(x))
