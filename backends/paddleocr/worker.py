@@ -32,13 +32,13 @@ from ocrbench.worker import EpochContext, Job, compare_logits, serve
 HEIGHT = 32
 
 
-def resize_norm_bgr(bgr: np.ndarray, width: int) -> tuple[np.ndarray, int]:
+def resize_norm_bgr(bgr: np.ndarray, width: int) -> np.ndarray:
     """PaddleOCR's resize_norm_img: height 32, width min(W, ceil(32 * w / h)) keeping the aspect ratio.
-    Returns the resized uint8 HWC image (normalised and right-padded later, per batch) and its width."""
+    Returns the resized uint8 HWC image (normalised and right-padded later, per batch)."""
     h, w = bgr.shape[:2]
     resized_w = min(width, int(math.ceil(HEIGHT * w / h)))
     image = Image.fromarray(bgr).resize((resized_w, HEIGHT), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8), resized_w
+    return np.asarray(image, dtype=np.uint8)
 
 
 class ImageCache:
@@ -56,7 +56,7 @@ class ImageCache:
             with Image.open(self.dataset_dir / relpath) as img:
                 if self.arch == "crnn_mobilenetv3":
                     bgr = np.asarray(img.convert("RGB"), dtype=np.uint8)[:, :, ::-1]
-                    self._cache[relpath] = resize_norm_bgr(np.ascontiguousarray(bgr), self.width)[0]
+                    self._cache[relpath] = resize_norm_bgr(np.ascontiguousarray(bgr), self.width)
                 else:
                     gray = img.convert("L").resize((self.width, HEIGHT), Image.Resampling.BILINEAR)
                     self._cache[relpath] = np.asarray(gray, dtype=np.uint8)[:, :, None]

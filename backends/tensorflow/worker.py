@@ -150,9 +150,10 @@ class TensorFlowTrainer:
             for images, labels, lengths, _ in data:
                 self.optimizer.learning_rate.assign(ctx.lr())
                 loss = self._train_step(images, labels, lengths)
-                total += float(loss)
+                value = float(loss)
+                total += value
                 batches += 1
-                ctx.step(int(images.shape[0]), float(loss))
+                ctx.step(int(images.shape[0]), value)
         return total / max(batches, 1)
 
     def predict(self, split: str):
