@@ -18,6 +18,7 @@ import random
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import paddle
 from PIL import Image
@@ -32,19 +33,29 @@ from ocrbench.worker import EpochContext, Job, compare_logits, serve
 HEIGHT = 32
 
 
+def read_bgr(path: Path) -> np.ndarray:
+    """An image file as uint8 BGR HWC, decoded like PaddleOCR's DecodeImage (``cv2.imdecode``, colour)."""
+    data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: not an image OpenCV can decode")
+    return image
+
+
 def resize_norm_bgr(bgr: np.ndarray, width: int) -> np.ndarray:
-    """PaddleOCR's resize_norm_img: height 32, width min(W, ceil(32 * w / h)) keeping the aspect ratio.
-    Returns the resized uint8 HWC image (normalised and right-padded later, per batch)."""
+    """PaddleOCR's resize_norm_img: height 32, width min(W, ceil(32 * w / h)) keeping the aspect ratio,
+    ``cv2.resize`` with INTER_LINEAR (no antialiasing) as PaddleOCR and paddlex do, so paddleocr's own
+    predictor sees the same pixels. Returns the resized uint8 HWC image (normalised and right-padded later,
+    per batch)."""
     h, w = bgr.shape[:2]
     resized_w = min(width, int(math.ceil(HEIGHT * w / h)))
-    image = Image.fromarray(bgr).resize((resized_w, HEIGHT), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+    return cv2.resize(bgr, (resized_w, HEIGHT), interpolation=cv2.INTER_LINEAR)
 
 
 class ImageCache:
     """Canonical images -> uint8 arrays ready for batching, decoded once and kept in memory.
 
-    ``crnn_mobilenetv3``: BGR, aspect ratio kept (see resize_norm_bgr). ``crnn``: gray, 32 x W.
+    ``crnn_mobilenetv3``: BGR via OpenCV, aspect ratio kept (see resize_norm_bgr). ``crnn``: gray, 32 x W.
     """
 
     def __init__(self, dataset_dir: Path, arch: str, width: int):
@@ -53,13 +64,13 @@ class ImageCache:
 
     def __getitem__(self, relpath: str) -> np.ndarray:
         if relpath not in self._cache:
-            with Image.open(self.dataset_dir / relpath) as img:
-                if self.arch == "crnn_mobilenetv3":
-                    bgr = np.asarray(img.convert("RGB"), dtype=np.uint8)[:, :, ::-1]
-                    self._cache[relpath] = resize_norm_bgr(np.ascontiguousarray(bgr), self.width)
-                else:
+            path = self.dataset_dir / relpath
+            if self.arch == "crnn_mobilenetv3":
+                self._cache[relpath] = resize_norm_bgr(read_bgr(path), self.width)
+            else:
+                with Image.open(path) as img:
                     gray = img.convert("L").resize((self.width, HEIGHT), Image.Resampling.BILINEAR)
-                    self._cache[relpath] = np.asarray(gray, dtype=np.uint8)[:, :, None]
+                self._cache[relpath] = np.asarray(gray, dtype=np.uint8)[:, :, None]
         return self._cache[relpath]
 
 
