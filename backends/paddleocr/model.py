@@ -115,8 +115,9 @@ class BidirectionalLSTM(nn.Layer):
 
 
 class CRNN(nn.Layer):
-    """The shared CRNN (docs/architectures.md). PyTorch's max-pool width padding becomes a zero pad:
-    after ReLU every value is >= 0, so the maximum is the same as with -inf padding."""
+    """The shared CRNN (docs/architectures.md). The tall pools pad the width with MaxPool2D's own padding,
+    not a Pad2D layer: paddle2onnx 2.1.0 writes Pad2D's pad value from uninitialised memory, so its ONNX
+    export was wrong whenever that value happened to be large and positive."""
 
     def __init__(self, classes: int, channels: list[int], hidden: int, input_width: int):
         super().__init__()
@@ -129,7 +130,7 @@ class CRNN(nn.Layer):
             if index in POOL_2X2_AFTER:
                 layers.append(nn.MaxPool2D(2, 2))
             elif index in POOL_TALL_AFTER:
-                layers += [nn.Pad2D([1, 1, 0, 0]), nn.MaxPool2D(2, (2, 1))]
+                layers.append(nn.MaxPool2D(2, (2, 1), padding=(0, 1)))
             previous = out
         self.cnn = nn.Sequential(*layers)
         self.rnn1 = BidirectionalLSTM(channels[-1], hidden, hidden)
