@@ -1,6 +1,6 @@
 # ocrbench: everything a fresh machine needs is installed by these targets.
 #   make captcha   the main job: the PyTorch captcha recipe end to end
-#   make test      installs the core and the backend envs the tests use, then runs pytest
+#   make test      installs the core and the backend envs the tests use, runs pytest, then `ocrbench smoke`
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -20,8 +20,14 @@ install: $(STAMP)
 envs: install
 	for backend in $(TEST_BACKENDS); do $(BIN)/ocrbench env install $$backend || exit 1; done
 
+comma := ,
+empty :=
+space := $(empty) $(empty)
+
 test: envs
 	$(BIN)/python -m pytest -q -ra
+	$(BIN)/ocrbench smoke --backend $(subst $(space),$(comma),$(strip $(TEST_BACKENDS))) \
+		--junit build/smoke-junit.xml --out build/smoke-runs
 
 unit: install
 	$(BIN)/python -m pytest -q -m "not e2e"

@@ -34,7 +34,7 @@ class BackendSpec:
     requirements: Path        # pinned requirements.txt for its environment
     native_archs: dict[str, type[Section] | None] = field(default_factory=dict)  # arch -> params model
     shared_archs: tuple[str, ...] = ("crnn",)   # architectures from docs/architectures.md it implements
-    export_formats: tuple[str, ...] = ()
+    export_formats: tuple[str, ...] = ()       # the first is its native format (recipes may say "native")
     online_data: bool = False  # can stream captchas on the fly (data.online: true)
     python: str = "3.11"      # interpreter version for its environment
     other_distributions: tuple[str, ...] = ()   # also accepted in a --python interpreter (e.g. a GPU build)
@@ -48,6 +48,11 @@ class BackendSpec:
         """Every architecture this backend accepts, with its parameter model."""
         shared = {name: SHARED_ARCHS[name] for name in self.shared_archs}
         return {**shared, **self.native_archs}
+
+    @property
+    def smoke_recipe(self) -> Path:
+        """The backend's CI smoke recipe, ``smoke.yml`` beside its requirements (``ocrbench smoke``)."""
+        return self.requirements.with_name("smoke.yml")
 
     @property
     def package_root(self) -> Path:

@@ -81,7 +81,9 @@ def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 @app.command()
 @friendly
 def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (omit with --resume)."),
-        backend: Optional[str] = typer.Option(None, "--backend", help="Run the recipe on this backend."),
+        backend: Optional[str] = typer.Option(None, "--backend",
+                                              help="Run the recipe on this backend; 'a,b' or 'all' (every "
+                                                   "installed backend) runs it on each in turn and compares."),
         set_: List[str] = typer.Option([], "--set", help=SET_HELP),
         gpus: Optional[int] = typer.Option(None, "--gpus", min=0,
                                            help="GPUs to use; 0 = CPU (default: the recipe's runtime.gpus)."),
@@ -94,6 +96,14 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
     from ocrbench.recipe import load_recipe
     from ocrbench.runner import Runner, load_run, plan
 
+    if backend is not None and (backend.strip() == "all" or "," in backend):
+        if resume is not None or python is not None:
+            raise OcrbenchError("--backend all / a,b runs a recipe on several backends: --resume and --python "
+                                "apply to one run", hint="set runtime.python per backend in the recipe instead")
+        if recipe is None:
+            raise OcrbenchError("give a recipe file to run on several backends")
+        _run_many(recipe, backend, set_, gpus, out)
+        return
     if resume is not None:
         if recipe is not None or backend or set_:
             raise OcrbenchError("--resume continues a run as it was recorded; give no recipe, --backend or --set")
@@ -111,6 +121,28 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
     metrics_path, metrics = runner.run()
     _summary(console, metrics_path, metrics)
     if metrics["status"] != "ok":
+        raise typer.Exit(1)
+
+
+def _run_many(recipe: Path, choice: str, set_: list[str], gpus: int | None, out: Path) -> None:
+    """The recipe on each chosen backend in turn, then the comparison of what ran."""
+    from ocrbench import compare, report, sweep
+    from ocrbench.errors import OcrbenchError
+    from ocrbench.recipe import load_recipe
+
+    console = _console()
+    names, left_out = sweep.select_backends(choice, installed_only=True)
+    if left_out:
+        console.print(f"not installed, left out: {', '.join(left_out)} (ocrbench env install NAME)")
+    if not names:
+        raise OcrbenchError("no backend environment is installed", hint="ocrbench env install pytorch (or all)")
+    outcomes = sweep.run_each(names, lambda name: load_recipe(recipe, set_, name), out, gpus, sys.argv, console)
+    runs = [compare.Run(o.metrics_path.resolve(), o.metrics) for o in outcomes if o.metrics is not None]
+    not_started = [compare.not_started_row(o.backend, o.not_started) for o in outcomes if o.not_started]
+    console.rule("[bold]comparison")
+    report.render_table(compare.build(runs, force=True, not_started=not_started), console)
+    console.print(f"run directories: {out}/ (ocrbench compare {out} --plot compare.png --output report.html)")
+    if not all(o.ok for o in outcomes):
         raise typer.Exit(1)
 
 
@@ -138,6 +170,86 @@ def _summary(console, path: Path, m: dict) -> None:
         console.print(f"export {x['format']}: " + (f"{x['path']} ({x['bytes']:,} bytes)" if x["ok"]
                                                    else f"[yellow]failed: {escape(x['error'])}[/yellow]"))
     console.print(f"metrics: {path}")
+
+
+@app.command()
+@friendly
+def smoke(backend: str = typer.Option("all", "--backend", help="'all' or a comma-separated list of backends."),
+          junit: Optional[Path] = typer.Option(None, "--junit", help="Also write the results as JUnit XML here."),
+          out: Path = typer.Option(Path("runs/smoke"), "--out", help="Directory for the smoke run directories."),
+          install: bool = typer.Option(False, "--install", help="Install (or update) each backend's env first."),
+          set_: List[str] = typer.Option([], "--set", help=SET_HELP)):
+    """Run each backend's tiny synthetic smoke recipe (seconds to a minute each) and report pass/fail.
+
+    A backend passes when its run completes, is scored and every export it asks for is made and checked.
+    Exits 1 if any backend fails.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ocrbench import sweep
+    from ocrbench.backend import get_backend
+    from ocrbench.recipe import load_recipe
+
+    console = _console()
+    names, _ = sweep.select_backends(backend, installed_only=False)
+    outcomes = sweep.run_each(names, lambda name: load_recipe(get_backend(name).smoke_recipe, set_, name), out,
+                              None, sys.argv, console, install=install)
+    table = Table(title="ocrbench smoke", show_header=True)
+    for column in ("backend", "result", "seconds", "seq acc", "reason"):
+        table.add_column(column, overflow="fold")
+    for outcome in outcomes:
+        failure = sweep.smoke_failure(outcome)
+        acc = outcome.metrics["eval"]["seq_acc"] if outcome.metrics else None
+        table.add_row(outcome.backend, "[green]pass[/green]" if failure is None else "[bold red]FAIL[/bold red]",
+                      f"{outcome.seconds:.1f}", "-" if acc is None else f"{acc:.4f}", escape(failure or ""))
+    console.print(table)
+    if junit is not None:
+        sweep.write_junit(junit, outcomes)
+        console.print(f"JUnit XML: {junit}")
+    if any(sweep.smoke_failure(o) is not None for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command("compare")
+@friendly
+def compare_(paths: List[Path] = typer.Argument(..., help="Run directories, metrics.json files or folders of runs."),
+             fmt: Optional[str] = typer.Option(None, "--format",
+                                               help="table, markdown, csv, json or html (default: table, or "
+                                                    "from --output's suffix)."),
+             output: Optional[Path] = typer.Option(None, "--output", help="Write the report to this file "
+                                                   "(the terminal still shows the table)."),
+             plot: Optional[Path] = typer.Option(None, "--plot", help="Write the curves as a PNG here."),
+             baseline: Optional[str] = typer.Option(None, "--baseline",
+                                                    help="Run id or directory: show every figure also as a ratio."),
+             force: bool = typer.Option(False, "--force", help="Compare runs that are not like-for-like (the "
+                                                              "output says so).")):
+    """Put runs side by side: accuracy, speed, memory, sizes; seeds aggregated; best values highlighted."""
+    from ocrbench import atomic, compare, report
+    from ocrbench.errors import OcrbenchError
+
+    if fmt is None:
+        fmt = report.SUFFIX_FORMATS.get(output.suffix.lower(), "table") if output else "table"
+    if fmt not in report.FORMATS:
+        raise OcrbenchError(f"--format {fmt!r}: choose one of {', '.join(report.FORMATS)}")
+    comparison = compare.build(compare.load_runs(paths), force=force, baseline=baseline)
+    png = None
+    if plot is not None or fmt == "html":
+        from ocrbench.plots import figure_png
+
+        png = figure_png(comparison)
+    console = _console()
+    if output is None and fmt == "table":
+        report.render_table(comparison, console)
+    elif output is None:
+        typer.echo(report.render(comparison, fmt, png), nl=False)
+    else:
+        report.render_table(comparison, console)
+        atomic.write_text(output, report.render(comparison, fmt, png))
+        console.print(f"{fmt} report: {output}")
+    if plot is not None:
+        atomic.write_bytes(plot, png)
+        console.print(f"plot: {plot}")
 
 
 @app.command()

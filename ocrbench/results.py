@@ -92,6 +92,18 @@ def build_curve(events: list[dict], scorer: EvalScorer | None) -> list[dict]:
     return [points[k] for k in sorted(points)]
 
 
+MAX_LOSS_POINTS = 500
+
+
+def build_loss_curve(events: list[dict]) -> list[dict]:
+    """Training loss against the global step from the logged step events (``train.log_every``), the
+    latest attempt winning for a step logged twice (resume); thinned evenly to at most MAX_LOSS_POINTS."""
+    by_step = {e["step"]: e["loss"] for e in events if e["event"] == "step" and e.get("loss") is not None}
+    points = [{"step": step, "loss": by_step[step]} for step in sorted(by_step)]
+    stride = -(-len(points) // MAX_LOSS_POINTS)  # ceil
+    return points[::stride] if stride > 1 else points
+
+
 def time_to_target(curve: list[dict], target: float | None) -> float | None:
     """Wall seconds from training start to the end of the first evaluation reaching ``target``."""
     if target is None:
@@ -151,7 +163,7 @@ def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | 
         "error": failure,
         "created": created,
         "command": command,
-        "recipe": {"name": recipe["name"], "hash": recipe_hash, "path": recipe_path},
+        "recipe": {"name": recipe["name"], "hash": recipe_hash, "path": recipe_path, "resolved": recipe},
         "backend": {"name": recipe["backend"], "framework": spec_framework, "version": start.get("version"),
                     "arch": recipe["model"]["arch"], "python": start.get("python"),
                     "device": start.get("device")},
@@ -176,6 +188,7 @@ def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | 
             "target_acc": target,
             "time_to_target_s": time_to_target(curve, target),
             "curve": curve,
+            "loss_curve": build_loss_curve(events),
         },
         "eval": {
             "protocol": {**recipe["eval"]["protocol"], "decoder": DECODER},

@@ -59,18 +59,32 @@ def plan(recipe: Recipe, recipe_path: Path | None) -> Plan:
         raise OcrbenchError(f"{origin}: model.arch: backend {spec.name!r} has no architecture {arch!r} "
                             f"(it has: {', '.join(archs)})")
     params = validate_arch_params(arch, recipe.model.params, archs[arch], origin)
-    unsupported = [f for f in recipe.export.formats if f not in spec.export_formats]
+    formats = export_formats(recipe.export.formats, spec)
+    unsupported = [f for f in formats if f not in spec.export_formats]
     if unsupported:
         raise OcrbenchError(f"{origin}: export.formats: {spec.name} cannot export {unsupported} "
-                            f"(it can: {', '.join(spec.export_formats)})")
+                            f"(it can: {', '.join(spec.export_formats)}, or 'native' for {spec.export_formats[0]})")
     if getattr(recipe.data, "online", False) and not spec.online_data:
         raise OcrbenchError(f"{origin}: data.online: backend {spec.name!r} cannot stream captchas on the fly",
                             hint="set data.online: false (train on the prepared dataset)")
     resolved = recipe.resolved()
     resolved["model"]["params"] = params
+    resolved["export"]["formats"] = formats
     recipe = validate_data(resolved, origin)  # round-trip: the resolved recipe is itself a valid recipe
     base_dir = recipe_path.parent if recipe_path else Path.cwd()
     return Plan(recipe, recipe.resolved(), spec, recipe_path, base_dir)
+
+
+def export_formats(requested: list[str], spec: BackendSpec) -> list[str]:
+    """The recipe's export formats with ``native`` replaced by the backend's own format (its first one,
+    e.g. torchscript, mxnet, savedmodel, mindir, paddle), so one recipe can ask every backend for its
+    native export and ONNX."""
+    formats: list[str] = []
+    for fmt in requested:
+        concrete = spec.export_formats[0] if fmt == "native" and spec.export_formats else fmt
+        if concrete not in formats:
+            formats.append(concrete)
+    return formats
 
 
 def check_gpus(requested: int) -> list[dict]:

@@ -1,6 +1,6 @@
 """The CLI as a user meets it: help, backends, environments, and errors without tracebacks."""
 
-from conftest import RECIPES, run_cli
+from conftest import ROOT, run_cli
 
 
 def test_help_lists_the_commands():
@@ -16,7 +16,7 @@ def test_backends_lists_pytorch():
 
 
 def test_missing_environment_names_the_install_command(tmp_path):
-    result = run_cli("run", RECIPES / "smoke" / "pytorch.yml", "--out", tmp_path / "runs",
+    result = run_cli("run", ROOT / "backends" / "pytorch" / "smoke.yml", "--out", tmp_path / "runs",
                      env={"OCRBENCH_HOME": str(tmp_path / "empty-home")})
     assert result.returncode == 2
     assert "its environment is not installed" in result.stderr
@@ -31,7 +31,7 @@ def test_env_list_without_installs(tmp_path):
 
 
 def test_python_override_that_does_not_exist(tmp_path):
-    result = run_cli("run", RECIPES / "smoke" / "pytorch.yml", "--python", tmp_path / "nope" / "python",
+    result = run_cli("run", ROOT / "backends" / "pytorch" / "smoke.yml", "--python", tmp_path / "nope" / "python",
                      "--out", tmp_path / "runs")
     assert result.returncode == 2 and "does not exist" in result.stderr
 
@@ -42,5 +42,5 @@ def test_resume_of_something_that_is_not_a_run(tmp_path):
 
 
 def test_error_text_with_brackets_is_shown_verbatim():
-    result = run_cli("validate", RECIPES / "smoke" / "pytorch.yml", "--set", "name=a[b]")
+    result = run_cli("validate", ROOT / "backends" / "pytorch" / "smoke.yml", "--set", "name=a[b]")
     assert result.returncode == 2 and "(got 'a[b]')" in result.stderr

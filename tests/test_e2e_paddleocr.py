@@ -6,13 +6,13 @@ import pytest
 import yaml
 
 from backends.paddleocr.spec import CrnnMobileNetV3Params
-from conftest import RECIPES
+from conftest import ROOT
 from e2e_checks import (backend_python, check_complete_run, check_exports, check_small_crnn, extend_by_resume,
                         in_env, smoke)
 from ocrbench.recipe import CrnnParams
 
 pytestmark = pytest.mark.e2e
-SMOKE = RECIPES / "smoke" / "paddleocr.yml"
+SMOKE = ROOT / "backends" / "paddleocr" / "smoke.yml"
 
 
 @pytest.fixture(scope="module")

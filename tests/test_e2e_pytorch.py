@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OCRBENCH, RECIPES, ROOT, run_cli
+from conftest import OCRBENCH, ROOT, run_cli
 from e2e_checks import check_complete_run, check_exports
 from ocrbench import envs
 from ocrbench.backend import get_backend
@@ -18,7 +18,7 @@ from ocrbench.recipe import CrnnParams
 from ocrbench.results import validate_metrics
 
 pytestmark = pytest.mark.e2e
-SMOKE = RECIPES / "smoke" / "pytorch.yml"
+SMOKE = ROOT / "backends" / "pytorch" / "smoke.yml"
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ import json
 import pytest
 
 from backends.tensorflow.spec import ShadowNetParams
-from conftest import RECIPES, ROOT
+from conftest import ROOT
 from e2e_checks import (backend_python, check_complete_run, check_exports, check_small_crnn, extend_by_resume,
                         in_env, smoke)
 from ocrbench.recipe import CrnnParams
 
 pytestmark = pytest.mark.e2e
-SMOKE = RECIPES / "smoke" / "tensorflow.yml"
+SMOKE = ROOT / "backends" / "tensorflow" / "smoke.yml"
 BLANK_LAST = 10  # 10 digits: the blank is class 10 inside the TensorFlow backend and its exports
 
 
