@@ -92,7 +92,10 @@ def test_missing_gpu_fails_before_anything_starts(tmp_path):
 def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, torch_python):
     out = tmp_path / "runs"
     command = [*OCRBENCH, "run", str(SMOKE), "--out", str(out), "--set", "train.epochs=40"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a shell starting the suite in the background leaves SIGINT ignored, and Python then keeps it so:
+    # give the CLI the default disposition, as in a terminal, so that Ctrl-C (SIGINT) is what is tested
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     checkpoint_seen = False
     while time.monotonic() < deadline and not checkpoint_seen:
