@@ -66,13 +66,47 @@ class ZeroPadWidth(nn.Cell):
         return ops.concat((zeros, x, zeros), 3)
 
 
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and checkpoint names; stride 1) that can compute as im2col + MatMul.
+
+    Why: MindSpore 2.10's CPU Conv2D runs oneDNN on plain NCHW memory, where oneDNN picks its slow
+    ``jit_uni_ncsp`` implementation (ONEDNN_VERBOSE): measured 0.9 s for one 16 -> 32 3x3 convolution at
+    batch 32 on 32 x 100 (forward), so the shared crnn trained at 11 samples/s. ``ops.unfold`` +
+    ``ops.matmul`` computes the same convolution in 22 ms. ``im2col`` is switched on for CPU training and
+    evaluation (``use_im2col``); exports switch it off, so MINDIR and ONNX hold a plain Conv2D (and the
+    export check compares the two)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, padding: int):
+        super().__init__(in_channels, out_channels, kernel, stride=1, pad_mode="pad", padding=padding,
+                         has_bias=True)
+        self.im2col = False
+        self.pad = padding
+        self.kernel = kernel
+
+    def construct(self, x):
+        if not self.im2col:
+            return super().construct(x)
+        batch, _, height, width = x.shape
+        columns = ops.unfold(x, self.kernel, 1, self.pad, 1)                 # (B, C * k * k, H' * W')
+        out = ops.matmul(self.weight.reshape(self.out_channels, -1), columns)
+        out_h, out_w = height + 2 * self.pad - self.kernel + 1, width + 2 * self.pad - self.kernel + 1
+        return self.bias_add(out.reshape(batch, self.out_channels, out_h, out_w), self.bias)
+
+
+def use_im2col(net: nn.Cell, enabled: bool) -> None:
+    """Switch every ``Conv2d`` of ``net`` to im2col + MatMul (CPU) or to MindSpore's Conv2D."""
+    for cell in net.cells_and_names():
+        if isinstance(cell[1], Conv2d):
+            cell[1].im2col = enabled
+
+
 def conv_stack(channels: list[int]) -> nn.SequentialCell:
     """The shared CRNN's 7 convolutions: (B, 1, 32, W) -> (B, channels[6], 1, W / 4 + 1). PyTorch's
     max-pool width padding becomes a zero pad before the pool: after ReLU every value is >= 0, so the
     maximum is the same as with PyTorch's -inf padding."""
     layers, previous = [], 1
     for index, (out, kernel, padding) in enumerate(zip(channels, KERNELS, PADDINGS)):
-        layers.append(nn.Conv2d(previous, out, kernel, stride=1, pad_mode="pad", padding=padding, has_bias=True))
+        layers.append(Conv2d(previous, out, kernel, padding))
         if index in BATCH_NORM_AFTER:
             layers.append(nn.BatchNorm2d(out, momentum=0.9, eps=1e-5))   # = PyTorch's momentum 0.1
         layers.append(nn.ReLU())
