@@ -166,10 +166,18 @@ def _summary(console, path: Path, m: dict) -> None:
     if t["target_acc"] is not None:
         reached = "not reached" if t["time_to_target_s"] is None else f"reached at {t['time_to_target_s']:.1f} s"
         console.print(f"target seq acc {t['target_acc']}: {reached}")
+    _print_exports(console, m)
+    console.print(f"metrics: {path}")
+
+
+def _print_exports(console, m: dict) -> None:
+    from rich.markup import escape
+
     for x in m["exports"]:
         console.print(f"export {x['format']}: " + (f"{x['path']} ({x['bytes']:,} bytes)" if x["ok"]
                                                    else f"[yellow]failed: {escape(x['error'])}[/yellow]"))
-    console.print(f"metrics: {path}")
+        if x.get("parity"):
+            _print_parity(console, x["parity"])
 
 
 @app.command()
@@ -250,6 +258,73 @@ def compare_(paths: List[Path] = typer.Argument(..., help="Run directories, metr
     if plot is not None:
         atomic.write_bytes(plot, png)
         console.print(f"plot: {plot}")
+
+
+@app.command()
+@friendly
+def export(run_dir: Path = typer.Argument(..., help="A finished run directory."),
+           formats: List[str] = typer.Option([], "--format", help="Export only this format (repeatable; "
+                                             "'native' = the backend's own); default: the recipe's.")):
+    """Export a finished run again from its last checkpoint and check the exports.
+
+    Each export is reloaded by its framework and compared; the ONNX export also runs in onnxruntime
+    without the framework on the eval split. metrics.json records it all (exit 1 if an export failed).
+    """
+    from ocrbench.runner import export_run
+
+    console = _console()
+    metrics, exported = export_run(run_dir.resolve(), formats or None, console, sys.argv)
+    _print_exports(console, metrics)
+    if not all(x["ok"] for x in metrics["exports"] if x["format"] in exported):
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+@friendly
+def eval_(run_dir: Path = typer.Argument(..., help="A finished run directory."),
+          exported: str = typer.Option("onnx", "--exported", help="Which export to evaluate (onnx).")):
+    """Run a run's ONNX export in onnxruntime (no framework) on the eval split and record its parity.
+
+    Predictions, accuracy, the share identical to the framework's, the output difference on a fixed batch,
+    batch-1 latency and batch-32 throughput go into metrics.json (exports[].parity).
+    """
+    import json
+
+    from ocrbench import atomic, datasets, neutral
+    from ocrbench.codec import Charset
+    from ocrbench.errors import OcrbenchError
+    from ocrbench.metrics import Protocol
+    from ocrbench.results import validate_metrics
+
+    if exported != "onnx":
+        raise OcrbenchError(f"--exported {exported!r}: only onnx runs in the core (native formats are checked "
+                            "by their framework at export time)")
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise OcrbenchError(f"{run_dir}: no metrics.json (not a finished run directory)")
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    export = next((x for x in metrics["exports"] if x["format"] == "onnx" and x["ok"]), None)
+    if metrics["status"] != "ok" or export is None:
+        raise OcrbenchError(f"{run_dir}: no successful ONNX export in this run",
+                            hint="add onnx to export.formats (see `ocrbench backends` for who can export it)")
+    dataset = datasets.open_prepared(Path(metrics["dataset"]["dir"]))
+    export["parity"] = neutral.check_onnx(run_dir, export, dataset.root, Charset(dataset.charset),
+                                          Protocol(**{k: v for k, v in metrics["eval"]["protocol"].items()
+                                                      if k != "decoder"}))
+    validate_metrics(metrics)
+    atomic.write_json(path, metrics)
+    _print_parity(_console(), export["parity"])
+
+
+def _print_parity(console, parity: dict) -> None:
+    if "error" in parity:
+        console.print(f"[yellow]ONNX check failed: {parity['error']}[/yellow]")
+        return
+    console.print(f"ONNX in {parity['runtime']}: seq acc {parity['seq_acc']:.4f} (framework "
+                  f"{parity['native_seq_acc']:.4f}), identical predictions {100 * parity['identical']:.2f} % of "
+                  f"{parity['n']}, max |diff| {parity['max_abs_diff']}, preprocess max |diff| "
+                  f"{parity['preprocess_max_diff']}, batch-1 latency p50 {parity['latency_ms_p50']:.2f} ms / p95 "
+                  f"{parity['latency_ms_p95']:.2f} ms, {parity['throughput_ips']:.0f} images/s at batch 32")
 
 
 @app.command()

@@ -40,6 +40,15 @@ def _export_bytes(m: dict, native: bool) -> float | None:
     return None
 
 
+def _onnx_parity(m: dict, key: str) -> float | None:
+    """A figure of the ONNX export's neutral check (ocrbench.neutral), if it ran."""
+    for export in m["exports"]:
+        if export["format"] == "onnx" and export["ok"]:
+            value = (export.get("parity") or {}).get(key)
+            return None if value is None else float(value)
+    return None
+
+
 def native_format(m: dict) -> str:
     formats = [x["format"] for x in m["exports"] if x["format"] != "onnx"]
     return formats[0] if formats else "-"
@@ -62,6 +71,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("checkpoint_mb", "ckpt MB", LOWER, lambda m: _mb(m["model"]["checkpoint_bytes"]), 2),
     Metric("native_export_mb", "native export MB", LOWER, lambda m: _export_bytes(m, native=True), 2),
     Metric("onnx_mb", "ONNX MB", LOWER, lambda m: _export_bytes(m, native=False), 2),
+    Metric("onnx_p50_ms", "ONNX p50 ms", LOWER, lambda m: _onnx_parity(m, "latency_ms_p50"), 2),
+    Metric("onnx_identical", "ONNX identical", HIGHER, lambda m: _onnx_parity(m, "identical"), 4),
 )
 
 

@@ -67,6 +67,15 @@ class PreparedDataset:
         return {s.path: s.text for s in self.samples(split)}
 
 
+def open_prepared(root: Path) -> PreparedDataset:
+    """An already prepared dataset directory (as recorded in a run's metrics.json)."""
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        raise OcrbenchError(f"{root}: the run's dataset is gone (no manifest.json)",
+                            hint="prepare it again with `ocrbench prepare RECIPE` (same recipe, same fingerprint)")
+    return PreparedDataset(root, json.loads(manifest.read_text()))
+
+
 # ------------------------------------------------------------------------------------ seeded captcha
 class _SeededSecrets:
     """Stands in for the ``secrets`` module inside ``captcha.image``, drawing from a seeded Random."""

@@ -27,8 +27,9 @@ from pathlib import Path
 import yaml
 
 import ocrbench
-from ocrbench import atomic, datasets, envs, hardware
+from ocrbench import atomic, datasets, envs, hardware, neutral
 from ocrbench.backend import BackendSpec, get_backend
+from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
 from ocrbench.metrics import Protocol
 from ocrbench.recipe import Recipe, validate_arch_params, validate_data
@@ -197,17 +198,18 @@ class Runner:
         protocol = Protocol(**self.p.resolved["eval"]["protocol"])
         return EvalScorer(run_dir, dataset.labels("eval"), protocol, dataset.charset)
 
-    def _follow(self, spec: BackendSpec, python: Path, run_dir: Path, scorer: EvalScorer) -> int:
+    def _follow(self, spec: BackendSpec, python: Path, run_dir: Path, scorer: EvalScorer,
+                job_name: str = "job.json", events_name: str = "events.jsonl") -> int:
         """Start the worker and follow its events until it exits; returns its exit code."""
         from ocrbench.progress import EventProgress
 
-        command = worker_command(spec, python, run_dir / "job.json")
+        command = worker_command(spec, python, run_dir / job_name)
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONNOUSERSITE="1")
         if self.gpus == 0:
             env["CUDA_VISIBLE_DEVICES"] = ""
         if self.p.recipe.train.threads:  # frameworks that size their pools at import (MXNet) read this
             env["OMP_NUM_THREADS"] = str(self.p.recipe.train.threads)
-        events_path = run_dir / "events.jsonl"
+        events_path = run_dir / events_name
         events_path.touch()
         with open(run_dir / "native.log", "ab") as log, EventProgress(self.console, scorer) as progress:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -249,9 +251,53 @@ class Runner:
         except OcrbenchError as exc:  # e.g. a predictions file that does not match the eval split
             metrics = assemble(**context, scorer=None, failure={"type": "ScoringError", "message": exc.message,
                                                                 "stage": "scoring"})
+        neutral.attach_parity(metrics, run_dir, dataset.root, Charset(dataset.charset),
+                              Protocol(**self.p.resolved["eval"]["protocol"]))
         validate_metrics(metrics)
         atomic.write_json(run_dir / "metrics.json", metrics)
         return metrics
+
+
+def export_run(run_dir: Path, formats: list[str] | None, console, command: list[str]) -> tuple[dict, list[str]]:
+    """``ocrbench export``: export a finished run again from its last checkpoint (all of the recipe's
+    formats, or ``formats``), in the backend's environment; the new results replace those formats in
+    metrics.json, and an ONNX export is checked in onnxruntime. The worker reads ``job-export.json`` and
+    writes ``events-export.jsonl``, so the training record stays as it was."""
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file() or json.loads(metrics_path.read_text())["status"] != "ok":
+        raise OcrbenchError(f"{run_dir}: not a finished run (no metrics.json with status ok)",
+                            hint="export needs the run's checkpoint: finish it first (ocrbench run --resume)")
+    data = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+    if formats:
+        data["export"]["formats"] = formats
+    job = json.loads((run_dir / "job.json").read_text())
+    p = plan(validate_data(data, str(run_dir / "recipe.yaml")), Path(job["recipe_path"]) if job.get("recipe_path") else None)
+    dataset = datasets.open_prepared(Path(job["dataset"]["dir"]))
+    runner = Runner(p, run_dir.parent, 0, None, command, console, resume_dir=run_dir)
+    python, _ = envs.resolve_python(p.spec, runner.python_override)
+    atomic.write_json(run_dir / "job-export.json", {**job, "stage": "export", "resume": False,
+                                                    "run_dir": str(run_dir), "run_id": run_dir.name,
+                                                    "export": p.resolved["export"], "device": {"gpus": 0},
+                                                    "paths": {**job["paths"], "events": "events-export.jsonl"}})
+    (run_dir / "events-export.jsonl").unlink(missing_ok=True)
+    runner._follow(p.spec, python, run_dir, runner._scorer(run_dir, dataset), "job-export.json", "events-export.jsonl")
+    events = read_events(run_dir / "events-export.jsonl")
+    failed = [e for e in events if e["event"] == "error"]
+    if failed or not any(e["event"] == "done" for e in events):
+        reason = failed[-1]["message"] if failed else "the worker ended without finishing"
+        raise OcrbenchError(f"export of {run_dir} failed: {reason}", hint=f"details in {run_dir / 'native.log'}")
+    metrics = json.loads(metrics_path.read_text())
+    exported = [e["format"] for e in events if e["event"] == "export"]
+    for event in (e for e in events if e["event"] == "export"):
+        files = event.get("files") or []
+        metrics["exports"] = [x for x in metrics["exports"] if x["format"] != event["format"]] + [
+            {"format": event["format"], "ok": event["ok"], "path": files[0] if files else None, "files": files,
+             "bytes": event.get("bytes"), "error": event.get("error")}]
+    neutral.attach_parity(metrics, run_dir, dataset.root, Charset(dataset.charset),
+                          Protocol(**p.resolved["eval"]["protocol"]))
+    validate_metrics(metrics)
+    atomic.write_json(metrics_path, metrics)
+    return metrics, exported
 
 
 def load_run(run_dir: Path) -> tuple[Recipe, dict]:

@@ -102,4 +102,24 @@ def check_small_crnn(recipe: Path, out: Path, backend: str, formats: list[str], 
     exports = check_exports(run_dir, metrics, set(formats), blank=blank)
     for fmt, export in exports.items():
         assert export["ok"], exports
+    if "onnx" in exports:
+        check_onnx_parity(run_dir, exports["onnx"])
     return run_dir
+
+
+PREPROCESS_EXACT = 1e-5   # ocrbench.preprocess vs the backend's own pipeline, max |diff| on [-1, 1] inputs
+
+
+def check_onnx_parity(run_dir: Path, export: dict) -> dict:
+    """The core ran the ONNX export in onnxruntime on the eval split (ocrbench.neutral): same outputs as the
+    framework on the reference batch and, where the core reproduces the pipeline exactly, the same
+    predictions on ≥ 99.9 % of the eval split."""
+    parity = export["parity"]
+    assert "error" not in parity, parity
+    assert parity["n"] == 64 and (run_dir / parity["predictions"]).is_file()
+    assert parity["max_abs_diff"] < 1e-3, parity
+    assert parity["latency_ms_p50"] > 0 and parity["latency_ms_p95"] >= parity["latency_ms_p50"]
+    assert parity["throughput_ips"] > 0
+    if parity["preprocess_max_diff"] <= PREPROCESS_EXACT:
+        assert parity["identical"] >= 0.999, parity
+    return parity

@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import OCRBENCH, ROOT, run_cli
-from e2e_checks import check_complete_run, check_exports
+from e2e_checks import check_complete_run, check_exports, check_onnx_parity
 from ocrbench import envs
 from ocrbench.backend import get_backend
 from ocrbench.recipe import CrnnParams
@@ -46,6 +47,39 @@ def test_exports_are_present_and_recorded(smoke_run):
     metrics = json.loads((smoke_run[0] / "metrics.json").read_text())
     exports = check_exports(smoke_run[0], metrics, {"torchscript", "onnx"})
     assert all(x["ok"] for x in exports.values()), exports
+
+
+def test_onnx_export_runs_without_the_framework(smoke_run):
+    metrics = json.loads((smoke_run[0] / "metrics.json").read_text())
+    onnx = next(x for x in metrics["exports"] if x["format"] == "onnx")
+    parity = check_onnx_parity(smoke_run[0], onnx)
+    assert parity["preprocess_max_diff"] == 0.0   # PIL gray + bilinear: the core repeats it exactly
+    assert parity["identical"] == 1.0 and parity["native_seq_acc"] == metrics["eval"]["seq_acc"]
+    with np.load(smoke_run[0] / "exports" / "onnx" / "reference.npz", allow_pickle=False) as reference:
+        assert reference["inputs"].shape == (8, 1, 32, 64) and reference["outputs"].shape[1] == 8
+
+
+def test_export_and_eval_commands(smoke_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / smoke_run[0].name
+    shutil.copytree(smoke_run[0], run_dir)
+    (run_dir / "exports" / "onnx" / "model.onnx").unlink()
+    result = run_cli("export", run_dir, "--format", "onnx")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "identical predictions 100.00 %" in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    exports = {x["format"]: x for x in metrics["exports"]}
+    assert exports["onnx"]["ok"] and exports["onnx"]["parity"]["identical"] == 1.0
+    assert exports["torchscript"]["ok"]                          # untouched
+    events = (run_dir / "events.jsonl").read_text()
+    assert events == (smoke_run[0] / "events.jsonl").read_text()   # the training record stays as it was
+    result = run_cli("eval", run_dir, "--exported", "onnx")
+    assert result.returncode == 0 and "batch-1 latency p50" in result.stdout, result.stdout + result.stderr
+    bad = run_cli("export", tmp_path / "nope")
+    assert bad.returncode == 2 and "not a finished run" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli("eval", run_dir, "--exported", "torchscript")
+    assert bad.returncode == 2 and "only onnx runs in the core" in bad.stderr
 
 
 def test_checkpoint_loads_with_weights_only(smoke_run, torch_python):

@@ -27,6 +27,7 @@ from mindspore import dataset as ds  # noqa: E402
 
 from backends.mindspore import mindrecord  # noqa: E402
 from backends.mindspore.model import WARPCTC_MEAN, WARPCTC_STD, build, use_im2col  # noqa: E402
+from ocrbench import preprocess  # noqa: E402
 from ocrbench.codec import from_blank_last  # noqa: E402
 from ocrbench.labels import read_label_file  # noqa: E402
 from ocrbench.worker import EpochContext, Job, compare_logits, serve  # noqa: E402
@@ -142,18 +143,23 @@ class MindSporeTrainer:
         return 1
 
     def input_spec(self) -> dict:
+        size = {"decoder": "cv2", "height": self.height, "width": self.width, "interpolation": "cv2_linear"}
         if self.arch == "warpctc":
             pixels = f"(x / 255 - mean) / std per BGR channel, mean {list(WARPCTC_MEAN)}, std {list(WARPCTC_STD)}"
             color = "BGR"
+            described = preprocess.describe(decode="bgr", mean=list(WARPCTC_MEAN), std=list(WARPCTC_STD),
+                                            normalize_first=True, **size)   # WarpCTC resizes the float image
         else:
             pixels, color = "x / 127.5 - 1 for x in 0..255 (range [-1, 1])", "gray"
+            described = preprocess.describe(decode="rgb", mean=[0.5], std=[0.5], to_gray=preprocess.ITU_601_GRAY,
+                                            **size)
         return {"shape": [None, self.channels, self.height, self.width], "layout": "NCHW", "color": color,
                 "dtype": "float32", "pixels": pixels,
-                "resize": f"bilinear to {self.height}x{self.width}, aspect ratio not kept"}
+                "resize": f"bilinear to {self.height}x{self.width}, aspect ratio not kept", "preprocess": described}
 
     def output_spec(self) -> dict:
         return {"blank": self.classes - 1, "labels": "charset[k] is class k; the blank is the last class",
-                "output": "logits (time, batch, classes), time-major"}
+                "output": "logits (time, batch, classes), time-major", "layout": "TBC"}
 
     def train_epoch(self, ctx: EpochContext) -> float:
         self.step_cell.set_train(True)
@@ -199,20 +205,28 @@ class MindSporeTrainer:
             raise RuntimeError(f"checkpoint {found[-1][1].name} lacks parameters: {missing[:5]}")
 
     # --------------------------------------------------------------------------------------- export
+    def reference_batch(self, n: int):
+        """The first n eval images through the MindRecord pipeline and the logits (T, B, C, blank last)."""
+        self.net.set_train(False)
+        images, _, _ = next(self._data("eval").create_tuple_iterator(num_epochs=1))
+        inputs = images[:n]
+        return self.ids["eval"][:inputs.shape[0]], inputs.asnumpy(), self.net(inputs).asnumpy()
+
     def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
         self.net.set_train(False)
         probe = np.random.default_rng(0).uniform(-1, 1, (2, self.channels, self.height, self.width))
         probe = Tensor(probe.astype(np.float32))
         expected = self.net(probe).asnumpy()       # as trained and evaluated (im2col on the CPU)
         use_im2col(self.net, False)                # exports hold MindSpore's plain Conv2D
-        if fmt == "mindir":
-            ms.export(self.net, probe, file_name=str(directory / "model"), file_format="MINDIR")
+        if fmt == "mindir":   # dynamic batch (a shape with None); the ONNX exporter only takes fixed shapes
+            dynamic = Tensor(shape=[None, self.channels, self.height, self.width], dtype=ms.float32)
+            ms.export(self.net, dynamic, file_name=str(directory / "model"), file_format="MINDIR")
             path = directory / "model.mindir"
             graph = nn.GraphCell(ms.load(str(path)))
             compare_logits("MINDIR", expected, graph(probe).asnumpy())
             return [path]
-        if fmt == "onnx":
-            return export_onnx(self.net, probe, expected, directory)
+        if fmt == "onnx":   # batch 1: "Export ONNX format model not support dynamic shape mode"
+            return export_onnx(self.net, probe[:1], expected[:, :1], directory)
         raise ValueError(f"unknown export format {fmt!r}")
 
 

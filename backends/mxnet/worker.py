@@ -25,6 +25,7 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from backends.mxnet.model import PIXEL_SCALE, build
+from ocrbench import preprocess
 from ocrbench.codec import pad_targets
 from ocrbench.labels import read_label_file
 from ocrbench.worker import EpochContext, Job, compare_logits, serve
@@ -165,7 +166,11 @@ class MxnetTrainer:
     def input_spec(self) -> dict:
         height, width = self._input_size()
         return {"shape": [None, 1, height, width], "layout": "NCHW", "color": "gray", "dtype": "float32",
-                "pixels": self.pixels, "resize": f"bilinear to {height}x{width}, aspect ratio not kept"}
+                "pixels": self.pixels, "resize": f"bilinear to {height}x{width}, aspect ratio not kept",
+                # RecordIO images are decoded gray and resized by MXNet's OpenCV (flag=0, interp=1)
+                "preprocess": preprocess.describe(decode="gray", decoder="cv2", height=height, width=width,
+                                                  interpolation="cv2_linear", mean=[-self.shift / self.scale / 255],
+                                                  std=[1 / (self.scale * 255)])}
 
     def _to_input(self, images) -> nd.NDArray:
         return images.as_in_context(self.ctx).astype("float32") * self.scale + self.shift
@@ -223,7 +228,15 @@ class MxnetTrainer:
             restore_optimizer_state(self.trainer, nd.load(str(states)))
 
     # --------------------------------------------------------------------------------------- export
+    def reference_batch(self, n: int):
+        """The first n eval images through the RecordIO pipeline and the network's logits (T, B, C)."""
+        images, _ = next(iter(self._loader("eval")))
+        inputs = self._to_input(images[:n])
+        return self.ids["eval"][:inputs.shape[0]], inputs.asnumpy(), self.net(inputs).asnumpy()
+
     def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
+        height, width = self._input_size()
+        self.net(nd.zeros((1, 1, height, width), ctx=self.ctx))  # a hybridized block exports after a forward
         if fmt == "mxnet":
             self.net.export(str(directory / "model"), 0)
             return [directory / "model-symbol.json", directory / "model-0000.params"]

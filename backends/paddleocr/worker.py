@@ -25,6 +25,7 @@ from PIL import Image
 
 from backends.paddleocr import ppocr_formats
 from backends.paddleocr.model import InferenceOutput, build
+from ocrbench import preprocess
 from ocrbench.codec import pad_targets
 from ocrbench.labels import read_label_file
 from ocrbench.metrics import Protocol, score_files
@@ -143,10 +144,15 @@ class PaddleTrainer:
             return {"shape": [None, 3, HEIGHT, None], "layout": "NCHW", "color": "BGR", "dtype": "float32",
                     "pixels": "(x / 255 - 0.5) / 0.5 (range [-1, 1])",
                     "resize": f"height 32 keeping the aspect ratio, width at most {self.width}, zero-padded "
-                              f"on the right to {self.width} (PaddleOCR resize_norm_img)"}
+                              f"on the right to {self.width} (PaddleOCR resize_norm_img)",
+                    "preprocess": preprocess.describe(decode="bgr", decoder="cv2", height=HEIGHT, width=self.width,
+                                                      keep_ratio=True, interpolation="cv2_linear", mean=[0.5],
+                                                      std=[0.5])}
         return {"shape": [None, 1, HEIGHT, self.width], "layout": "NCHW", "color": "gray", "dtype": "float32",
                 "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
-                "resize": f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept"}
+                "resize": f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept",
+                "preprocess": preprocess.describe(decode="gray", decoder="pil", height=HEIGHT, width=self.width,
+                                                  interpolation="pil_bilinear", mean=[0.5], std=[0.5])}
 
     def _batches(self, split: str, order: list[int], batch_size: int, full_only: bool):
         samples = self.samples[split]
@@ -222,7 +228,16 @@ class PaddleTrainer:
     def output_spec(self) -> dict:
         return {"blank": 0, "labels": "charset[k] is class k + 1; the blank is class 0",
                 "output": "probabilities (batch, time, classes), batch-major, softmax applied "
-                          "(PaddleOCR's inference-model layout)"}
+                          "(PaddleOCR's inference-model layout)", "layout": "BTC"}
+
+    def reference_batch(self, n: int):
+        """The first n eval images as the exports take them and their softmax output (B, T, C)."""
+        self.model.eval()
+        chosen = self.samples["eval"][:n]
+        inputs = to_batch([self.images[s.path] for s in chosen], self.width)
+        with paddle.no_grad():
+            outputs = InferenceOutput(self.model)(paddle.to_tensor(inputs)).numpy()
+        return [s.path for s in chosen], inputs, outputs
 
     def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
         self.model.eval()

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from backends.pytorch.model import CRNN
+from ocrbench import preprocess
 from ocrbench.codec import Charset, pad_targets
 from ocrbench.labels import read_label_file
 from ocrbench.lmdb_layout import LmdbReader, write_lmdb
@@ -140,7 +141,10 @@ class TorchTrainer:
     def input_spec(self) -> dict:
         return {"shape": [None, 1, HEIGHT, self.params["input_width"]], "layout": "NCHW", "color": "gray",
                 "dtype": "float32", "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
-                "resize": f"bilinear to {HEIGHT}x{self.params['input_width']}, aspect ratio not kept"}
+                "resize": f"bilinear to {HEIGHT}x{self.params['input_width']}, aspect ratio not kept",
+                "preprocess": preprocess.describe(decode="gray", decoder="pil", height=HEIGHT,
+                                                  width=self.params["input_width"], interpolation="pil_bilinear",
+                                                  mean=[0.5], std=[0.5])}
 
     def train_epoch(self, ctx: EpochContext) -> float:
         self.model.train()
@@ -194,6 +198,15 @@ class TorchTrainer:
         torch.set_rng_state(state["torch_rng"])
 
     # --------------------------------------------------------------------------------------- export
+    def reference_batch(self, n: int):
+        """The first n eval images through the LMDB pipeline and the model's logits (T, B, C) for them."""
+        self.model.eval()
+        images, _, _ = next(iter(self.eval_loader))
+        inputs = to_input(images[:n], self.device)
+        with torch.no_grad():
+            outputs = self.model(inputs)
+        return self.ids["eval"][:len(inputs)], inputs.cpu().numpy(), outputs.cpu().numpy()
+
     def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
         model = copy.deepcopy(self.model).cpu().eval()
         example = torch.zeros(2, 1, HEIGHT, self.params["input_width"])

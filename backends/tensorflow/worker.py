@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 
 from backends.tensorflow import tfrecords  # noqa: E402
 from backends.tensorflow.model import HEIGHT, build, input_channels  # noqa: E402
+from ocrbench import preprocess  # noqa: E402
 from ocrbench.codec import from_blank_last  # noqa: E402
 from ocrbench.worker import EpochContext, Job, compare_logits, serve  # noqa: E402
 
@@ -132,14 +133,19 @@ class TensorFlowTrainer:
         return 1
 
     def input_spec(self) -> dict:
-        color = "BGR" if input_channels(self.arch) == 3 else "gray (0.299 R + 0.587 G + 0.114 B)"
+        gray = input_channels(self.arch) == 1
+        color = "gray (0.2989 R + 0.587 G + 0.114 B, tf.image.rgb_to_grayscale)" if gray else "BGR"
+        # TFRecords hold PIL-resized pixels (tfrecords.encode); gray is computed in TF after the resize
+        described = preprocess.describe(decode="rgb" if gray else "bgr", decoder="pil", height=HEIGHT,
+                                        width=self.width, interpolation="pil_bilinear", mean=[0.5], std=[0.5],
+                                        layout="NHWC", to_gray=preprocess.TF_GRAY if gray else None)
         return {"shape": [None, HEIGHT, self.width, input_channels(self.arch)], "layout": "NHWC",
                 "color": color, "dtype": "float32", "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
-                "resize": f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept"}
+                "resize": f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept", "preprocess": described}
 
     def output_spec(self) -> dict:
         return {"blank": self.classes - 1, "labels": "charset[k] is class k; the blank is the last class",
-                "output": "logits (batch, time, classes), batch-major"}
+                "output": "logits (batch, time, classes), batch-major", "layout": "BTC"}
 
     def train_epoch(self, ctx: EpochContext) -> float:
         seed = self.job.train["seed"] * 100_003 + ctx.epoch
@@ -185,6 +191,14 @@ class TensorFlowTrainer:
         self.checkpoint.read(str(prefix)).assert_existing_objects_matched()
 
     # --------------------------------------------------------------------------------------- export
+    def reference_batch(self, n: int):
+        """The first n eval records through the TFRecord pipeline and the logits (B, T, C, blank last)."""
+        images, _, _, ids = next(iter(tfrecords.batches(self.records["eval"], n)))
+        with tf.device(self.device):
+            inputs = self.to_input(images)
+            outputs = self._logits(inputs)
+        return [i.decode("utf-8") for i in ids.numpy()], inputs.numpy(), outputs.numpy()
+
     def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
         probe = np.random.default_rng(0).uniform(-1, 1, (2, HEIGHT, self.width, input_channels(self.arch)))
         probe = probe.astype(np.float32)

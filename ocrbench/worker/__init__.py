@@ -112,10 +112,15 @@ class Trainer(Protocol):
     # epoch's ``save`` (PaddleOCR keeps a best_accuracy checkpoint with it).
     # Optional: ``output_spec() -> dict`` overrides DEFAULT_OUTPUT_SPEC in exports' metadata (blank index,
     # label convention, logits layout) for a backend whose native convention differs.
+    # Optional: ``reference_batch(n) -> (ids, inputs, outputs)``: the first n eval images as the exported
+    # models' input, made by the backend's own data pipeline, and the framework's output for them as the
+    # exports return it. Saved as ``reference.npz`` beside every export, so the core can check an export
+    # (and its own preprocessing) without the framework (ocrbench.neutral).
 
 
 DEFAULT_OUTPUT_SPEC = {"blank": 0, "labels": "charset[k] is class k + 1; the blank is class 0",
-                       "output": "logits (time, batch, classes), time-major"}
+                       "output": "logits (time, batch, classes), time-major", "layout": "TBC"}
+REFERENCE_BATCH = 8  # eval images in each export's reference.npz
 
 
 class Events:
@@ -217,6 +222,11 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
 
     model = trainer.build(job)
     events.emit("model", **model, input=trainer.input_spec())
+    if job.raw.get("stage") == "export":   # ``ocrbench export``: the last checkpoint, exported again
+        trainer.load(job.path("checkpoints"))
+        _export_all(trainer, job, events)
+        events.emit("done", peak_rss_mb=peak_rss_mb())
+        return
 
     train = job.train
     checkpoints, predictions = job.path("checkpoints"), job.path("predictions")
@@ -282,6 +292,7 @@ def _evaluate(trainer: Trainer, job: Job, events: Events, epoch: int, clock: flo
 def _export_all(trainer: Trainer, job: Job, events: Events) -> None:
     """Export every requested format; a failure is recorded with its reason, not raised."""
     exports = job.path("exports")
+    reference = None
     for fmt in job.raw["export"]["formats"]:
         target = exports / fmt
         shutil.rmtree(target, ignore_errors=True)
@@ -296,8 +307,19 @@ def _export_all(trainer: Trainer, job: Job, events: Events) -> None:
         meta = {"format": fmt, "charset": job.charset.chars, "classes": job.charset.num_classes,
                 "input": trainer.input_spec(), **output}
         atomic.write_json(target / "ocrbench-export.json", meta)
+        if hasattr(trainer, "reference_batch"):
+            reference = reference or trainer.reference_batch(REFERENCE_BATCH)
+            write_reference(target / "reference.npz", *reference)
         events.emit("export", format=fmt, ok=True, files=[str(p.relative_to(job.run_dir)) for p in files],
                     bytes=sum(p.stat().st_size for p in files))
+
+
+def write_reference(path: Path, ids: list[str], inputs: np.ndarray, outputs: np.ndarray) -> None:
+    """``reference.npz``: ``ids`` (str), ``inputs`` and ``outputs`` (float32), no pickled objects."""
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, ids=np.asarray(ids, dtype=str), inputs=np.asarray(inputs, dtype=np.float32),
+             outputs=np.asarray(outputs, dtype=np.float32))
+    os.replace(tmp, path)
 
 
 def _interrupt(signum, frame) -> None:

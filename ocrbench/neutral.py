@@ -1,0 +1,174 @@
+"""Exported ONNX models run in onnxruntime in the core environment — no framework — and checked against
+the framework's own predictions (``ocrbench eval RUN_DIR --exported onnx``, and after every export).
+
+Inputs come from the export's own description (``ocrbench.preprocess``); outputs are decoded by the
+core's one greedy CTC decoder with the blank index and layout the export's metadata states
+(``ocrbench-export.json``: ``blank``, ``layout`` "TBC" time-major or "BTC" batch-major). Recorded per
+export, in metrics.json ``exports[].parity``:
+
+* ``seq_acc`` of the export on the eval split and ``native_seq_acc`` of the framework's predictions;
+* ``identical`` — the share of eval samples whose decoded text equals the framework's (goal ≥ 0.999);
+* ``max_abs_diff`` — on the fixed reference batch the worker saved with the framework's outputs
+  (``reference.npz``: the same inputs, so this is the conversion error alone), and
+  ``preprocess_max_diff`` — how far ocrbench.preprocess's inputs are from the worker's own pipeline's;
+* ``latency_ms_p50`` / ``latency_ms_p95`` at batch 1 and ``throughput_ips`` (images/s) at batch 32,
+  onnxruntime CPU execution provider, after a warm-up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ocrbench import atomic, preprocess
+from ocrbench.codec import Charset, decode_best_paths
+from ocrbench.errors import OcrbenchError
+from ocrbench.labels import read_label_file
+from ocrbench.metrics import Protocol, read_predictions, score_files
+
+GOAL_IDENTICAL = 0.999
+THROUGHPUT_BATCH = 32
+LATENCY_RUNS = 50
+
+
+def export_meta(export_dir: Path) -> dict:
+    path = export_dir / "ocrbench-export.json"
+    if not path.is_file():
+        raise OcrbenchError(f"{export_dir}: no ocrbench-export.json (was this format exported by ocrbench?)")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if "preprocess" not in (meta.get("input") or {}) or "layout" not in meta:
+        raise OcrbenchError(f"{path}: no machine-readable preprocess / layout (exported by an older ocrbench)",
+                            hint="re-export it: ocrbench export RUN_DIR")
+    return meta
+
+
+def class_indices(meta: dict, charset: Charset) -> np.ndarray:
+    """Maps the export's class k to ocrbench's (blank 0, charset[i] = i + 1)."""
+    classes, blank = meta["classes"], meta["blank"]
+    if blank == 0:
+        return np.arange(classes)
+    if blank == classes - 1:   # blank last: charset[k] is class k
+        return np.concatenate([np.arange(1, classes), [0]])
+    raise OcrbenchError(f"export blank index {blank} is neither 0 nor the last class ({classes - 1})")
+
+
+class OnnxModel:
+    """An ONNX export in onnxruntime, returning ocrbench class ids (B, T) per batch."""
+
+    def __init__(self, model_path: Path, meta: dict, charset: Charset):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        batch = self.session.get_inputs()[0].shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) else None   # e.g. MindSpore's ONNX: batch 1
+        self.meta = meta
+        self.to_ocrbench = class_indices(meta, charset)
+
+    def raw(self, inputs: np.ndarray) -> np.ndarray:
+        """Outputs for any number of inputs; a fixed-batch model is run chunk by chunk (zero-padded)."""
+        if self.fixed_batch is None or len(inputs) == self.fixed_batch:
+            return self.session.run(None, {self.input_name: inputs})[0]
+        size, outputs = self.fixed_batch, []
+        for start in range(0, len(inputs), size):
+            chunk = inputs[start:start + size]
+            padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(self.session.run(None, {self.input_name: padded})[0])
+        axis = 1 if self.meta["layout"] == "TBC" else 0
+        return np.take(np.concatenate(outputs, axis=axis), np.arange(len(inputs)), axis=axis)
+
+    def classes(self, inputs: np.ndarray) -> np.ndarray:
+        out = self.raw(inputs)
+        if self.meta["layout"] == "TBC":
+            out = out.transpose(1, 0, 2)
+        return self.to_ocrbench[out.argmax(axis=2)]
+
+
+def _timed(fn, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def check_onnx(run_dir: Path, export: dict, dataset_dir: Path, charset: Charset, protocol: Protocol,
+               batch_size: int = THROUGHPUT_BATCH) -> dict:
+    """Run the ONNX export on the eval split and measure it; writes ``exports/onnx/eval.tsv``."""
+    export_dir = run_dir / Path(export["path"]).parent
+    meta = export_meta(export_dir)
+    model = OnnxModel(run_dir / export["path"], meta, charset)
+    samples = read_label_file(dataset_dir / "eval.txt")
+    labels = {s.path: s.text for s in samples}
+    spec = meta["input"]["preprocess"]
+
+    lines = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        inputs = preprocess.batch([dataset_dir / s.path for s in chunk], spec)
+        for sample, text in zip(chunk, decode_best_paths(model.classes(inputs), charset)):
+            lines.append(f"{sample.path}\t{text}")
+    predictions = export_dir / "eval.tsv"
+    atomic.write_text(predictions, "\n".join(lines) + "\n")
+    ours = score_files(predictions, labels, protocol, charset.chars)
+    native = score_files(run_dir / "predictions" / "eval.tsv", labels, protocol, charset.chars)
+    identical = _identical(predictions, run_dir / "predictions" / "eval.tsv")
+
+    one = preprocess.batch([dataset_dir / samples[0].path], spec)
+    full = preprocess.batch([dataset_dir / s.path for s in samples[:batch_size]], spec)
+    _timed(lambda: model.raw(one), 5)                                   # warm-up
+    latency = np.asarray(_timed(lambda: model.raw(one), LATENCY_RUNS)) * 1000
+    throughput = len(full) * 5 / sum(_timed(lambda: model.raw(full), 5))
+    return {"runtime": f"onnxruntime {_ort_version()} (CPU)", "input_batch": model.fixed_batch or "dynamic",
+            "n": ours["n"], "seq_acc": ours["seq_acc"],
+            "native_seq_acc": native["seq_acc"], "identical": identical,
+            **_reference_diffs(export_dir, model, dataset_dir, spec),
+            "latency_ms_p50": float(np.percentile(latency, 50)), "latency_ms_p95": float(np.percentile(latency, 95)),
+            "throughput_ips": throughput, "predictions": str(predictions.relative_to(run_dir))}
+
+
+def _identical(a: Path, b: Path) -> float:
+    """Share of ids with the same decoded text in two prediction files (``id<TAB>text``)."""
+    mine, theirs = read_predictions(a), read_predictions(b)
+    if set(mine) != set(theirs):
+        raise OcrbenchError(f"{a} and {b} predict different samples")
+    return sum(mine[k] == theirs[k] for k in mine) / max(len(mine), 1)
+
+
+def _reference_diffs(export_dir: Path, model: OnnxModel, dataset_dir: Path, spec: dict) -> dict:
+    """On the worker's fixed batch (``reference.npz``): ``max_abs_diff`` = max |framework output - ONNX
+    output| for the same inputs (the conversion alone), and ``preprocess_max_diff`` = max |the worker's
+    inputs - ocrbench.preprocess's inputs| (does the description reproduce the framework's pipeline?)."""
+    path = export_dir / "reference.npz"
+    if not path.is_file():
+        return {"max_abs_diff": None, "preprocess_max_diff": None}
+    with np.load(path, allow_pickle=False) as reference:
+        ids, inputs, outputs = [str(i) for i in reference["ids"]], reference["inputs"], reference["outputs"]
+    ours = preprocess.batch([dataset_dir / i for i in ids], spec)
+    return {"max_abs_diff": float(np.abs(model.raw(inputs) - outputs).max()),
+            "preprocess_max_diff": float(np.abs(ours - inputs).max())}
+
+
+def attach_parity(metrics: dict, run_dir: Path, dataset_dir: Path, charset: Charset, protocol: Protocol) -> None:
+    """Check every successful ONNX export of a finished run; the result (or why it could not run) goes
+    into ``exports[].parity``. Never raises: a broken export must not lose the run's metrics."""
+    if metrics["status"] != "ok":
+        return
+    for export in metrics["exports"]:
+        if export["format"] == "onnx" and export["ok"]:
+            try:
+                export["parity"] = check_onnx(run_dir, export, dataset_dir, charset, protocol)
+            except Exception as exc:  # onnxruntime or a missing description: recorded, not raised
+                export["parity"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
