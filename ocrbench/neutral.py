@@ -161,11 +161,28 @@ def attach_parity(metrics: dict, run_dir: Path, dataset_dir: Path, charset: Char
     if metrics["status"] != "ok":
         return
     for export in metrics["exports"]:
-        if export["format"] == "onnx" and export["ok"]:
-            try:
+        try:
+            if export["format"] == "onnx" and export["ok"]:
                 export["parity"] = check_onnx(run_dir, export, dataset_dir, charset, protocol)
-            except Exception as exc:  # onnxruntime or a missing description: recorded, not raised
-                export["parity"] = {"error": f"{type(exc).__name__}: {exc}"}
+            elif export.get("predictions"):
+                export["parity"] = check_reloaded(run_dir, export, dataset_dir, charset, protocol,
+                                                  metrics["backend"]["framework"])
+        except Exception as exc:  # onnxruntime or a missing description: recorded, not raised
+            export["parity"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def check_reloaded(run_dir: Path, export: dict, dataset_dir: Path, charset: Charset, protocol: Protocol,
+                   framework: str) -> dict:
+    """A native export reloaded by its framework in the worker (``exports/<fmt>/eval.tsv``), scored here
+    and compared with the trained model's predictions."""
+    labels = {s.path: s.text for s in read_label_file(dataset_dir / "eval.txt")}
+    predictions = run_dir / export["predictions"]
+    ours = score_files(predictions, labels, protocol, charset.chars)
+    native = score_files(run_dir / "predictions" / "eval.tsv", labels, protocol, charset.chars)
+    return {"runtime": f"{framework} (the export reloaded)", "n": ours["n"], "seq_acc": ours["seq_acc"],
+            "native_seq_acc": native["seq_acc"],
+            "identical": _identical(predictions, run_dir / "predictions" / "eval.tsv"),
+            "predictions": export["predictions"]}
 
 
 def _ort_version() -> str:

@@ -114,6 +114,16 @@ def time_to_target(curve: list[dict], target: float | None) -> float | None:
     return None
 
 
+def export_record(event: dict) -> dict:
+    """metrics.json's entry for one ``export`` event."""
+    files = event.get("files") or []
+    record = {"format": event["format"], "ok": event["ok"], "path": files[0] if files else None, "files": files,
+              "bytes": event.get("bytes"), "error": event.get("error")}
+    if event.get("predictions"):
+        record["predictions"] = event["predictions"]
+    return record
+
+
 def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | None,
              spec_framework: str, command: list[str], hardware: dict, dataset: dict | None,
              events: list[dict], scorer: EvalScorer | None, failure: dict | None, created: str,
@@ -149,10 +159,8 @@ def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | 
     exports = []
     for event in attempt:
         if event["event"] == "export":
-            files = event.get("files") or []
             exports = [x for x in exports if x["format"] != event["format"]]
-            exports.append({"format": event["format"], "ok": event["ok"], "path": files[0] if files else None,
-                            "files": files, "bytes": event.get("bytes"), "error": event.get("error")})
+            exports.append(export_record(event))
     if failure is not None:
         failure.setdefault("log", "native.log")
 

@@ -33,7 +33,7 @@ from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
 from ocrbench.metrics import Protocol
 from ocrbench.recipe import Recipe, validate_arch_params, validate_data
-from ocrbench.results import EvalScorer, assemble, read_events, validate_metrics
+from ocrbench.results import EvalScorer, assemble, export_record, read_events, validate_metrics
 from ocrbench.worker import JOB_SCHEMA
 
 POLL_S = 0.2
@@ -289,10 +289,8 @@ def export_run(run_dir: Path, formats: list[str] | None, console, command: list[
     metrics = json.loads(metrics_path.read_text())
     exported = [e["format"] for e in events if e["event"] == "export"]
     for event in (e for e in events if e["event"] == "export"):
-        files = event.get("files") or []
         metrics["exports"] = [x for x in metrics["exports"] if x["format"] != event["format"]] + [
-            {"format": event["format"], "ok": event["ok"], "path": files[0] if files else None, "files": files,
-             "bytes": event.get("bytes"), "error": event.get("error")}]
+            export_record(event)]
     neutral.attach_parity(metrics, run_dir, dataset.root, Charset(dataset.charset),
                           Protocol(**p.resolved["eval"]["protocol"]))
     validate_metrics(metrics)

@@ -104,7 +104,17 @@ def check_small_crnn(recipe: Path, out: Path, backend: str, formats: list[str], 
         assert export["ok"], exports
     if "onnx" in exports:
         check_onnx_parity(run_dir, exports["onnx"])
+    if formats[0] != "onnx":
+        check_reloaded_parity(run_dir, exports[formats[0]])   # the native format, reloaded by its framework
     return run_dir
+
+
+def check_reloaded_parity(run_dir: Path, export: dict) -> dict:
+    """A native export reloaded by its framework predicts the eval split exactly as the trained model."""
+    parity = export["parity"]
+    assert "error" not in parity and parity["n"] == 64, parity
+    assert (run_dir / parity["predictions"]).is_file() and parity["identical"] == 1.0, parity
+    return parity
 
 
 PREPROCESS_EXACT = 1e-5   # ocrbench.preprocess vs the backend's own pipeline, max |diff| on [-1, 1] inputs

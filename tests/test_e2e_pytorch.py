@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import OCRBENCH, ROOT, run_cli
-from e2e_checks import check_complete_run, check_exports, check_onnx_parity
+from e2e_checks import check_complete_run, check_exports, check_onnx_parity, check_reloaded_parity
 from ocrbench import envs
 from ocrbench.backend import get_backend
 from ocrbench.recipe import CrnnParams
@@ -55,6 +55,8 @@ def test_onnx_export_runs_without_the_framework(smoke_run):
     parity = check_onnx_parity(smoke_run[0], onnx)
     assert parity["preprocess_max_diff"] == 0.0   # PIL gray + bilinear: the core repeats it exactly
     assert parity["identical"] == 1.0 and parity["native_seq_acc"] == metrics["eval"]["seq_acc"]
+    torchscript = next(x for x in metrics["exports"] if x["format"] == "torchscript")
+    assert check_reloaded_parity(smoke_run[0], torchscript)["runtime"] == "PyTorch (the export reloaded)"
     with np.load(smoke_run[0] / "exports" / "onnx" / "reference.npz", allow_pickle=False) as reference:
         assert reference["inputs"].shape == (8, 1, 32, 64) and reference["outputs"].shape[1] == 8
 

@@ -174,13 +174,22 @@ class MindSporeTrainer:
 
     def predict(self, split: str):
         self.net.set_train(False)
+        yield from self._predict_with(self.net, split)
+        self.net.set_train(True)
+
+    def predict_exported(self, fmt: str, directory: Path):
+        """The eval split through the reloaded MINDIR (dynamic batch; ONNX is run by the core)."""
+        if fmt != "mindir":
+            return None
+        return self._predict_with(nn.GraphCell(ms.load(str(directory / "model.mindir"))), "eval")
+
+    def _predict_with(self, net, split: str):
         ids, offset = self.ids[split], 0
         for images, _, _ in self._data(split).create_tuple_iterator(num_epochs=1):
-            logits = self.net(images)                                   # (T, B, C)
+            logits = net(images)                                        # (T, B, C)
             paths = from_blank_last(logits.argmax(axis=2).asnumpy().T, self.classes)  # (B, T)
             yield ids[offset: offset + len(paths)], paths
             offset += len(paths)
-        self.net.set_train(True)
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self, directory: Path, epoch: int) -> list[Path]:

@@ -200,10 +200,21 @@ class MxnetTrainer:
         return float((total / max(batches, 1)).asscalar()) if batches else 0.0
 
     def predict(self, split: str):
+        return self._predict_with(self.net, split)
+
+    def predict_exported(self, fmt: str, directory: Path):
+        """The eval split through the reloaded symbol + params export (ONNX is run by the core)."""
+        if fmt != "mxnet":
+            return None
+        block = gluon.SymbolBlock.imports(str(directory / "model-symbol.json"), ["data"],
+                                          str(directory / "model-0000.params"), ctx=self.ctx)
+        return self._predict_with(block, "eval")
+
+    def _predict_with(self, net, split: str):
         ids = self.ids[split]
         offset = 0
         for images, _ in self._loader(split):
-            logits = self.net(self._to_input(images))
+            logits = net(self._to_input(images))
             paths = nd.argmax(logits, axis=2).transpose().asnumpy().astype(np.int64)  # (B, T)
             yield ids[offset: offset + len(paths)], paths
             offset += len(paths)

@@ -191,6 +191,20 @@ class PaddleTrainer:
             logits = self.model(paddle.to_tensor(images))
             yield ids, logits.argmax(axis=2).numpy().T                             # (B, T)
 
+    def predict_exported(self, fmt: str, directory: Path):
+        """The eval split through the reloaded inference model (softmax, batch-major; ONNX: the core)."""
+        if fmt != "paddle":
+            return None
+        model = paddle.jit.load(str(directory / "inference"))
+        model.eval()
+        return self._predict_reloaded(model)
+
+    @paddle.no_grad()
+    def _predict_reloaded(self, model):
+        order = list(range(len(self.samples["eval"])))
+        for ids, images, _, _ in self._batches("eval", order, self.job.eval["batch_size"], False):
+            yield ids, model(paddle.to_tensor(images)).argmax(axis=2).numpy()     # (B, T)
+
     def on_evaluated(self, epoch: int, predictions: Path) -> None:
         """PaddleOCR keeps ``best_accuracy`` by eval accuracy: scored with ocrbench.metrics (the code the
         core uses for metrics.json), not a second implementation."""

@@ -171,11 +171,21 @@ class TorchTrainer:
     @torch.no_grad()
     def predict(self, split: str):
         self.model.eval()
+        return self._predict_with(self.model, split, self.device)
+
+    def predict_exported(self, fmt: str, directory: Path):
+        """The eval split through the reloaded TorchScript export (ONNX is run by the core)."""
+        if fmt != "torchscript":
+            return None
+        return self._predict_with(torch.jit.load(str(directory / "model.ts")).eval(), "eval", torch.device("cpu"))
+
+    @torch.no_grad()
+    def _predict_with(self, model, split: str, device: torch.device):
         ids = self.ids[split]
         offset = 0
         loader = self.eval_loader if split == "eval" else self._loader(split, self.job.eval["batch_size"], False)
         for images, _, _ in loader:
-            logits = self.model(to_input(images, self.device))
+            logits = model(to_input(images, device))
             paths = logits.argmax(2).transpose(0, 1).cpu().numpy()  # (B, T), batch-major
             yield ids[offset: offset + len(paths)], paths
             offset += len(paths)

@@ -163,10 +163,21 @@ class TensorFlowTrainer:
         return total / max(batches, 1)
 
     def predict(self, split: str):
+        return self._predict_with(self._logits, split)
+
+    def predict_exported(self, fmt: str, directory: Path):
+        """The eval split through the reloaded SavedModel (its ``logits`` output); TFLite and ONNX are
+        checked on a fixed batch at export (ONNX also by the core on the eval split)."""
+        if fmt != "savedmodel":
+            return None
+        serve = tf.saved_model.load(str(directory / "saved_model")).signatures["serving_default"]
+        return self._predict_with(lambda x: serve(image=x)["logits"], "eval")
+
+    def _predict_with(self, logits_fn, split: str):
         data = tfrecords.batches(self.records[split], self.job.eval["batch_size"])
         with tf.device(self.device):
             for images, _, _, ids in data:
-                logits = self._logits(self.to_input(images))
+                logits = logits_fn(self.to_input(images))
                 paths = from_blank_last(tf.argmax(logits, axis=2).numpy(), self.classes)  # (B, T)
                 yield [i.decode("utf-8") for i in ids.numpy()], paths
 

@@ -112,6 +112,9 @@ class Trainer(Protocol):
     # epoch's ``save`` (PaddleOCR keeps a best_accuracy checkpoint with it).
     # Optional: ``output_spec() -> dict`` overrides DEFAULT_OUTPUT_SPEC in exports' metadata (blank index,
     # label convention, logits layout) for a backend whose native convention differs.
+    # Optional: ``predict_exported(fmt, directory)``: like ``predict("eval")`` but through the export in
+    # ``directory`` reloaded by the framework (None for a format it does not reload, e.g. ONNX: the core
+    # runs that one); the core compares those predictions with the trained model's.
     # Optional: ``reference_batch(n) -> (ids, inputs, outputs)``: the first n eval images as the exported
     # models' input, made by the backend's own data pipeline, and the framework's output for them as the
     # exports return it. Saved as ``reference.npz`` beside every export, so the core can check an export
@@ -310,8 +313,13 @@ def _export_all(trainer: Trainer, job: Job, events: Events) -> None:
         if hasattr(trainer, "reference_batch"):
             reference = reference or trainer.reference_batch(REFERENCE_BATCH)
             write_reference(target / "reference.npz", *reference)
+        extra = {}
+        reloaded = trainer.predict_exported(fmt, target) if hasattr(trainer, "predict_exported") else None
+        if reloaded is not None:   # the eval split through the export reloaded by its own framework
+            write_predictions(target / "eval.tsv", reloaded, job.charset)
+            extra["predictions"] = str((target / "eval.tsv").relative_to(job.run_dir))
         events.emit("export", format=fmt, ok=True, files=[str(p.relative_to(job.run_dir)) for p in files],
-                    bytes=sum(p.stat().st_size for p in files))
+                    bytes=sum(p.stat().st_size for p in files), **extra)
 
 
 def write_reference(path: Path, ids: list[str], inputs: np.ndarray, outputs: np.ndarray) -> None:
