@@ -156,7 +156,7 @@ class Runner:
     def __init__(self, p: Plan, out: Path, gpus: int, python_override: str | None, command: list[str],
                  console, resume_dir: Path | None = None):
         self.p = p
-        self.out = out
+        self.out = out.resolve()   # the worker runs inside the run directory: every path it gets is absolute
         self.gpus = gpus
         self.python_override = python_override or p.recipe.runtime.python.get(p.spec.name)
         self.command = command

@@ -84,6 +84,15 @@ def test_export_and_eval_commands(smoke_run, tmp_path):
     assert bad.returncode == 2 and "only onnx runs in the core" in bad.stderr
 
 
+def test_default_relative_out_directory(tmp_path, torch_python):
+    # `ocrbench run RECIPE` writes to ./runs: the worker, started inside the run directory, must still
+    # find its job (the main job, `make captcha`, runs like this)
+    result = run_cli("run", SMOKE, "--set", "train.epochs=1", "--set", "export.formats=[]", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (metrics,) = (tmp_path / "runs").glob("*/metrics.json")
+    assert json.loads(metrics.read_text())["status"] == "ok"
+
+
 def test_checkpoint_loads_with_weights_only(smoke_run, torch_python):
     run_dir, _ = smoke_run
     code = ("import sys, torch; s = torch.load(sys.argv[1], weights_only=True); "
