@@ -88,6 +88,7 @@ def test_table_markdown_csv_html_and_plot(runs, tmp_path):
     md = run_cli("compare", runs, "--format", "markdown").stdout
     header = next(line for line in md.splitlines() if line.startswith("| run"))
     assert "seq acc ↑" in header and "train s ↓" in header and "**" in md
+    assert "ONNX p50 ms ↓" in header and "ONNX identical ↑" in header
 
     rows = list(csv.DictReader(io.StringIO(run_cli("compare", runs, "--format", "csv").stdout)))
     assert len(rows) == len(installed_backends()) and all(float(r["seq_acc"]) >= 0 for r in rows)

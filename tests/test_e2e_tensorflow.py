@@ -6,8 +6,8 @@ import pytest
 
 from backends.tensorflow.spec import ShadowNetParams
 from conftest import ROOT
-from e2e_checks import (backend_python, check_complete_run, check_exports, check_small_crnn, extend_by_resume,
-                        in_env, smoke)
+from e2e_checks import (backend_python, check_complete_run, check_exports, check_onnx_parity,
+                        check_reloaded_parity, check_small_crnn, extend_by_resume, in_env, smoke)
 from ocrbench.recipe import CrnnParams
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +31,9 @@ def test_shadownet_smoke_run(shadownet_run):
     assert metrics["model"]["params"] == ShadowNetParams(**metrics["model"]["arch_params"]).param_count(11)
     exports = check_exports(shadownet_run, metrics, {"savedmodel", "tflite", "onnx"}, blank=BLANK_LAST)
     assert all(x["ok"] for x in exports.values()), exports
+    for fmt in ("savedmodel", "tflite"):   # reloaded by TensorFlow / its TFLite interpreter, on the eval split
+        check_reloaded_parity(shadownet_run, exports[fmt])
+    assert check_onnx_parity(shadownet_run, exports["onnx"])["preprocess_max_diff"] == 0.0
     names = {p.name for p in (shadownet_run / "checkpoints").iterdir()}
     assert {"shadownet.ckpt.index", "shadownet.ckpt.data-00000-of-00001", "state.json"} <= names
 

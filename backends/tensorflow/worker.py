@@ -166,12 +166,15 @@ class TensorFlowTrainer:
         return self._predict_with(self._logits, split)
 
     def predict_exported(self, fmt: str, directory: Path):
-        """The eval split through the reloaded SavedModel (its ``logits`` output); TFLite and ONNX are
-        checked on a fixed batch at export (ONNX also by the core on the eval split)."""
-        if fmt != "savedmodel":
-            return None
-        serve = tf.saved_model.load(str(directory / "saved_model")).signatures["serving_default"]
-        return self._predict_with(lambda x: serve(image=x)["logits"], "eval")
+        """The eval split through the reloaded SavedModel (its ``logits`` output) or the TFLite model in
+        TFLite's interpreter (ONNX is run by the core)."""
+        if fmt == "savedmodel":
+            serve = tf.saved_model.load(str(directory / "saved_model")).signatures["serving_default"]
+            return self._predict_with(lambda x: serve(image=x)["logits"], "eval")
+        if fmt == "tflite":
+            interpreter = tf.lite.Interpreter(model_path=str(directory / "model.tflite"))
+            return self._predict_with(lambda x: run_tflite(interpreter, x.numpy()), "eval")
+        return None
 
     def _predict_with(self, logits_fn, split: str):
         data = tfrecords.batches(self.records[split], self.job.eval["batch_size"])
@@ -271,6 +274,16 @@ def export_savedmodel(trainer: TensorFlowTrainer, path: Path, probe: np.ndarray,
     return sorted(p for p in path.rglob("*") if p.is_file())
 
 
+def run_tflite(interpreter, batch: np.ndarray) -> np.ndarray:
+    """One batch through a TFLite interpreter, its input resized to the batch's shape."""
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, batch.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, batch)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
 def export_tflite(trainer: TensorFlowTrainer, path: Path, probe: np.ndarray, expected: np.ndarray):
     """Variables are frozen into constants first: converting the Keras 3 function directly keeps them as
     resource variables that the interpreter never initialises (measured: garbage/NaN logits)."""
@@ -279,13 +292,7 @@ def export_tflite(trainer: TensorFlowTrainer, path: Path, probe: np.ndarray, exp
     frozen = convert_variables_to_constants_v2(trainer._logits.get_concrete_function())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     path.write_bytes(converter.convert())
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, probe.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(index, probe)
-    interpreter.invoke()
-    compare_logits("TFLite", expected, interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    compare_logits("TFLite", expected, run_tflite(tf.lite.Interpreter(model_path=str(path)), probe))
     return [path]
 
 
