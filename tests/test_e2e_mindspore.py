@@ -6,8 +6,8 @@ import pytest
 
 from backends.mindspore.spec import WarpCtcParams
 from conftest import ROOT
-from e2e_checks import (backend_python, check_complete_run, check_exports, check_small_crnn, extend_by_resume,
-                        in_env, smoke)
+from e2e_checks import (backend_python, check_complete_run, check_exports, check_onnx_parity,
+                        check_reloaded_parity, check_small_crnn, extend_by_resume, in_env, smoke)
 from ocrbench.recipe import CrnnParams
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +30,9 @@ def test_warpctc_smoke_run(warpctc_run):
     assert metrics["backend"]["version"] == "2.10.0" and metrics["backend"]["arch"] == "warpctc"
     assert metrics["model"]["params"] == WarpCtcParams(**metrics["model"]["arch_params"]).param_count(11)
     exports = check_exports(warpctc_run, metrics, {"mindir", "onnx"}, blank=BLANK_LAST)
-    assert exports["mindir"]["ok"]
+    assert exports["mindir"]["ok"] and exports["onnx"]["ok"], exports
+    check_reloaded_parity(warpctc_run, exports["mindir"])
+    assert check_onnx_parity(warpctc_run, exports["onnx"])["input_batch"] == 1   # MindSpore's ONNX: fixed batch
     names = {p.name for p in (warpctc_run / "checkpoints").iterdir()}
     assert "warpctc-2-16.ckpt" in names and "warpctc-1-8.ckpt" not in names  # 256 / 32 = 8 steps per epoch
 

@@ -6,8 +6,8 @@ import pytest
 
 from backends.mxnet.spec import LstmCtcParams
 from conftest import ROOT
-from e2e_checks import (backend_python, check_complete_run, check_exports, check_small_crnn, extend_by_resume,
-                        in_env, smoke)
+from e2e_checks import (backend_python, check_complete_run, check_exports, check_reloaded_parity, check_small_crnn,
+                        extend_by_resume, in_env, smoke)
 from ocrbench.recipe import CrnnParams
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +31,7 @@ def test_lstm_ctc_smoke_run(lstm_run):
     assert metrics["model"]["params"] == LstmCtcParams(**metrics["model"]["arch_params"]).param_count(11)
     exports = check_exports(lstm_run, metrics, {"mxnet", "onnx"})
     assert exports["mxnet"]["ok"]
+    check_reloaded_parity(lstm_run, exports["mxnet"])   # SymbolBlock.imports on the eval split
     # mx.onnx 1.9.1 writes a graph for the 2-layer LSTM that onnxruntime cannot run: recorded, not hidden
     assert exports["onnx"]["ok"] or "onnxruntime" in exports["onnx"]["error"]
 

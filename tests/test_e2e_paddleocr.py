@@ -7,8 +7,8 @@ import yaml
 
 from backends.paddleocr.spec import CrnnMobileNetV3Params
 from conftest import ROOT
-from e2e_checks import (backend_python, check_complete_run, check_exports, check_small_crnn, extend_by_resume,
-                        in_env, smoke)
+from e2e_checks import (backend_python, check_complete_run, check_exports, check_onnx_parity,
+                        check_reloaded_parity, check_small_crnn, extend_by_resume, in_env, smoke)
 from ocrbench.recipe import CrnnParams
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +31,9 @@ def test_crnn_mobilenetv3_smoke_run(mobilenet_run):
     assert metrics["model"]["params"] == CrnnMobileNetV3Params(**metrics["model"]["arch_params"]).param_count(11)
     exports = check_exports(mobilenet_run, metrics, {"paddle", "onnx"})
     assert all(x["ok"] for x in exports.values()), exports
+    check_reloaded_parity(mobilenet_run, exports["paddle"])
+    # OpenCV keep-ratio resize rebuilt by the core (x / 127.5 - 1 vs (x / 255 - 0.5) / 0.5: float rounding)
+    assert check_onnx_parity(mobilenet_run, exports["onnx"])["preprocess_max_diff"] < 1e-6
     files = {p.name for p in (mobilenet_run / "exports" / "paddle").iterdir()}
     assert {"inference.json", "inference.pdiparams", "inference.yml"} <= files
 
