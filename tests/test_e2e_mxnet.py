@@ -65,7 +65,7 @@ def test_shared_crnn_has_the_pytorch_parameter_count(tmp_path, mx_python):
 def test_online_captchas_and_resume(tmp_path, mx_python):
     run_dir = smoke(SMOKE, tmp_path, "data.online=true", "model.params.standardize=false", "train.epochs=1",
                     "export.formats=[]")
-    metrics = check_complete_run(run_dir, "mxnet", epochs=1, eval_n=64)
+    check_complete_run(run_dir, "mxnet", epochs=1, eval_n=64)
     events = [json.loads(l) for l in (run_dir / "events.jsonl").read_text().splitlines()]
     assert [e for e in events if e["event"] == "prepared"][0]["online"] is True
     # extend the finished run by one epoch through --resume: it restores params and optimizer state

@@ -1,10 +1,8 @@
 """End to end with the real PyTorch backend on the tiny smoke set (needs `ocrbench env install pytorch`)."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 

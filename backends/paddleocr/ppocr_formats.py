@@ -209,7 +209,7 @@ def export_inference(model: paddle.nn.Layer, job: Job, arch: str, params: dict, 
                      probe: np.ndarray, expected: np.ndarray) -> list[Path]:
     """``inference.{json|pdmodel}`` + ``inference.pdiparams`` + ``inference.yml``, reloaded with
     paddle.jit.load and compared with the exported layer's output on ``probe``."""
-    model_file = jit_save(model, directory / "inference", channels)
+    jit_save(model, directory / "inference", channels)
     (directory / "inference.yml").write_text(
         yaml.safe_dump(inference_yml(job, arch, params), sort_keys=False, allow_unicode=True),
         encoding="utf-8")
