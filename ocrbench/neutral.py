@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ocrbench import atomic, preprocess
-from ocrbench.codec import Charset, decode_best_paths
+from ocrbench import preprocess
+from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
 from ocrbench.labels import read_label_file
 from ocrbench.metrics import Protocol, read_predictions, score_files
+from ocrbench.worker import write_predictions
 
 GOAL_IDENTICAL = 0.999
 THROUGHPUT_BATCH = 32
@@ -105,20 +106,16 @@ def check_onnx(run_dir: Path, export: dict, dataset_dir: Path, charset: Charset,
     meta = export_meta(export_dir)
     model = OnnxModel(run_dir / export["path"], meta, charset)
     samples = read_label_file(dataset_dir / "eval.txt")
-    labels = {s.path: s.text for s in samples}
     spec = meta["input"]["preprocess"]
 
-    lines = []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
-        inputs = preprocess.batch([dataset_dir / s.path for s in chunk], spec)
-        for sample, text in zip(chunk, decode_best_paths(model.classes(inputs), charset)):
-            lines.append(f"{sample.path}\t{text}")
+    def batches():
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start:start + batch_size]
+            inputs = preprocess.batch([dataset_dir / s.path for s in chunk], spec)
+            yield [s.path for s in chunk], model.classes(inputs)
+
     predictions = export_dir / "eval.tsv"
-    atomic.write_text(predictions, "\n".join(lines) + "\n")
-    ours = score_files(predictions, labels, protocol, charset.chars)
-    native = score_files(run_dir / "predictions" / "eval.tsv", labels, protocol, charset.chars)
-    identical = _identical(predictions, run_dir / "predictions" / "eval.tsv")
+    write_predictions(predictions, batches(), charset)   # the workers' writer: same decoder, same format
 
     one = preprocess.batch([dataset_dir / samples[0].path], spec)
     full = preprocess.batch([dataset_dir / s.path for s in samples[:batch_size]], spec)
@@ -126,11 +123,10 @@ def check_onnx(run_dir: Path, export: dict, dataset_dir: Path, charset: Charset,
     latency = np.asarray(_timed(lambda: model.raw(one), LATENCY_RUNS)) * 1000
     throughput = len(full) * 5 / sum(_timed(lambda: model.raw(full), 5))
     return {"runtime": f"onnxruntime {_ort_version()} (CPU)", "input_batch": model.fixed_batch or "dynamic",
-            "n": ours["n"], "seq_acc": ours["seq_acc"],
-            "native_seq_acc": native["seq_acc"], "identical": identical,
+            **agreement(run_dir, predictions, dataset_dir, charset, protocol),
             **_reference_diffs(export_dir, model, dataset_dir, spec),
             "latency_ms_p50": float(np.percentile(latency, 50)), "latency_ms_p95": float(np.percentile(latency, 95)),
-            "throughput_ips": throughput, "predictions": str(predictions.relative_to(run_dir))}
+            "throughput_ips": throughput}
 
 
 def _identical(a: Path, b: Path) -> float:
@@ -175,14 +171,19 @@ def check_reloaded(run_dir: Path, export: dict, dataset_dir: Path, charset: Char
                    framework: str) -> dict:
     """A native export reloaded by its framework in the worker (``exports/<fmt>/eval.tsv``), scored here
     and compared with the trained model's predictions."""
+    return {"runtime": f"{framework} (the export reloaded)",
+            **agreement(run_dir, run_dir / export["predictions"], dataset_dir, charset, protocol)}
+
+
+def agreement(run_dir: Path, predictions: Path, dataset_dir: Path, charset: Charset, protocol: Protocol) -> dict:
+    """An export's eval predictions against the labels and against the trained model's predictions
+    (``predictions/eval.tsv``): ``n``, ``seq_acc``, ``native_seq_acc``, ``identical``, ``predictions``."""
     labels = {s.path: s.text for s in read_label_file(dataset_dir / "eval.txt")}
-    predictions = run_dir / export["predictions"]
+    trained = run_dir / "predictions" / "eval.tsv"
     ours = score_files(predictions, labels, protocol, charset.chars)
-    native = score_files(run_dir / "predictions" / "eval.tsv", labels, protocol, charset.chars)
-    return {"runtime": f"{framework} (the export reloaded)", "n": ours["n"], "seq_acc": ours["seq_acc"],
-            "native_seq_acc": native["seq_acc"],
-            "identical": _identical(predictions, run_dir / "predictions" / "eval.tsv"),
-            "predictions": export["predictions"]}
+    return {"n": ours["n"], "seq_acc": ours["seq_acc"],
+            "native_seq_acc": score_files(trained, labels, protocol, charset.chars)["seq_acc"],
+            "identical": _identical(predictions, trained), "predictions": str(predictions.relative_to(run_dir))}
 
 
 def _ort_version() -> str:
