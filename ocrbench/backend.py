@@ -38,6 +38,8 @@ class BackendSpec:
     online_data: bool = False  # can stream captchas on the fly (data.online: true)
     python: str = "3.11"      # interpreter version for its environment
     other_distributions: tuple[str, ...] = ()   # also accepted in a --python interpreter (e.g. a GPU build)
+    launcher: str = ""        # native distributed launch (ocrbench.distributed.LAUNCHERS); "" = one device only
+    cpu_data_parallel: bool = False  # its collectives work on CPUs (--nproc N); GPUs are assumed to work
 
     @property
     def distributions(self) -> tuple[str, ...]:

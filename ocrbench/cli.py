@@ -78,6 +78,9 @@ def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     typer.echo(f"{prepared.root}\t{prepared.fingerprint}")
 
 
+DIST_PANEL = "Several devices / machines (docs/distributed.md)"
+
+
 @app.command()
 @friendly
 def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (omit with --resume)."),
@@ -85,46 +88,101 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
                                               help="Run the recipe on this backend; 'a,b' or 'all' (every "
                                                    "installed backend) runs it on each in turn and compares."),
         set_: List[str] = typer.Option([], "--set", help=SET_HELP),
-        gpus: Optional[int] = typer.Option(None, "--gpus", min=0,
-                                           help="GPUs to use; 0 = CPU (default: the recipe's runtime.gpus)."),
+        gpus: Optional[int] = typer.Option(None, "--gpus", min=0, rich_help_panel=DIST_PANEL,
+                                           help="GPUs to use on this machine, one data-parallel replica each; "
+                                                "0 = CPU (default: the recipe's runtime.gpus)."),
+        nproc: Optional[int] = typer.Option(None, "--nproc", min=1, rich_help_panel=DIST_PANEL,
+                                            help="Data-parallel CPU replicas on this machine (worker processes, or "
+                                                 "CPU devices for TensorFlow/MXNet), where the framework has CPU "
+                                                 "collectives."),
+        nnodes: int = typer.Option(1, "--nnodes", min=1, rich_help_panel=DIST_PANEL,
+                                   help="Machines in the run (each runs this command with its --node-rank)."),
+        node_rank: int = typer.Option(0, "--node-rank", min=0, rich_help_panel=DIST_PANEL,
+                                      help="This machine's index, 0..nnodes-1 (node 0 writes the results)."),
+        master_addr: Optional[str] = typer.Option(None, "--master-addr", rich_help_panel=DIST_PANEL,
+                                                  help="Node 0's address, reachable from every node."),
+        master_port: Optional[int] = typer.Option(None, "--master-port", rich_help_panel=DIST_PANEL,
+                                                  help="Rendezvous port on node 0 (default 29500 across machines, "
+                                                       "a free port on one)."),
+        hosts: Optional[str] = typer.Option(None, "--hosts", rich_help_panel=DIST_PANEL,
+                                            help="Every node's address, comma-separated, node 0 first (TensorFlow's "
+                                                 "TF_CONFIG needs them all)."),
+        print_command: bool = typer.Option(False, "--print-command", rich_help_panel=DIST_PANEL,
+                                           help="Print the native launch command(s) and environment; run nothing."),
+        launcher: str = typer.Option("native", "--launcher", rich_help_panel=DIST_PANEL,
+                                     help="native: start the framework's launcher here; slurm: write an sbatch "
+                                          "script that does it on every node of a Slurm allocation."),
+        submit: bool = typer.Option(False, "--submit", rich_help_panel=DIST_PANEL,
+                                    help="With --launcher slurm: submit the script with sbatch."),
         out: Path = typer.Option(Path("runs"), "--out", help="Directory for run directories."),
         python: Optional[str] = typer.Option(None, "--python",
                                              help="Use this interpreter for the backend instead of its env."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run directory.")):
     """Run a recipe end to end: prepare data, train, evaluate, export, write metrics.json."""
+    from ocrbench import distributed
     from ocrbench.errors import OcrbenchError
     from ocrbench.recipe import load_recipe
     from ocrbench.runner import Runner, load_run, plan
 
-    if backend is not None and (backend.strip() == "all" or "," in backend):
-        if resume is not None or python is not None:
-            raise OcrbenchError("--backend all / a,b runs a recipe on several backends: --resume and --python "
-                                "apply to one run", hint="set runtime.python per backend in the recipe instead")
+    if launcher not in ("native", "slurm"):
+        raise OcrbenchError(f"--launcher {launcher!r}: use native or slurm")
+    if submit and launcher != "slurm":
+        raise OcrbenchError("--submit submits a Slurm script: give --launcher slurm too")
+    many = backend is not None and (backend.strip() == "all" or "," in backend)
+    if many:
+        if resume is not None or python is not None or print_command or launcher != "native":
+            raise OcrbenchError("--backend all / a,b runs a recipe on several backends: --resume, --python, "
+                                "--print-command and --launcher slurm apply to one backend",
+                                hint="set runtime.python per backend in the recipe instead")
         if recipe is None:
             raise OcrbenchError("give a recipe file to run on several backends")
-        _run_many(recipe, backend, set_, gpus, out)
-        return
     if resume is not None:
         if recipe is not None or backend or set_:
             raise OcrbenchError("--resume continues a run as it was recorded; give no recipe, --backend or --set")
         loaded, job = load_run(resume)
         recipe_path = Path(job["recipe_path"]) if job.get("recipe_path") else None
+        recorded = job.get("distributed") or {}
         gpus = job["device"]["gpus"] if gpus is None else gpus
+        if nproc is None and recorded.get("device") == "cpu":
+            nproc = recorded.get("nproc_per_node")
     elif recipe is None:
         raise OcrbenchError("give a recipe file (or --resume RUN_DIR)")
-    else:
+    elif not many:
         loaded, recipe_path = load_recipe(recipe, set_, backend)
+
+    def where(default_gpus: int) -> "distributed.Topology":
+        return distributed.topology(default_gpus if gpus is None else gpus, nproc, nnodes, node_rank,
+                                    master_addr, master_port, hosts)
+
+    if many:
+        _run_many(recipe, backend, set_, where, out)
+        return
     p = plan(loaded, recipe_path)
+    t = where(p.recipe.runtime.gpus)
     console = _console()
-    runner = Runner(p, out, p.recipe.runtime.gpus if gpus is None else gpus, python, sys.argv, console,
-                    resume_dir=resume.resolve() if resume else None)
+    if print_command:
+        from ocrbench.runner import launch_commands
+
+        typer.echo(launch_commands(p, t, out, python), nl=False)
+        return
+    if launcher == "slurm":
+        from ocrbench import slurm
+
+        script = slurm.write_script(p, t, recipe, set_, out, python, master_port)
+        console.print(f"sbatch script: {script}")
+        if submit:
+            console.print(slurm.submit(script))
+        return
+    runner = Runner(p, out, t, python, sys.argv, console, resume_dir=resume.resolve() if resume else None)
     metrics_path, metrics = runner.run()
+    if metrics is None:   # a node other than 0: its ranks trained, node 0 wrote the results
+        return
     _summary(console, metrics_path, metrics)
     if metrics["status"] != "ok":
         raise typer.Exit(1)
 
 
-def _run_many(recipe: Path, choice: str, set_: list[str], gpus: int | None, out: Path) -> None:
+def _run_many(recipe: Path, choice: str, set_: list[str], where, out: Path) -> None:
     """The recipe on each chosen backend in turn, then the comparison of what ran."""
     from ocrbench import compare, report, sweep
     from ocrbench.errors import OcrbenchError
@@ -136,7 +194,7 @@ def _run_many(recipe: Path, choice: str, set_: list[str], gpus: int | None, out:
         console.print(f"not installed, left out: {', '.join(left_out)} (ocrbench env install NAME)")
     if not names:
         raise OcrbenchError("no backend environment is installed", hint="ocrbench env install pytorch (or all)")
-    outcomes = sweep.run_each(names, lambda name: load_recipe(recipe, set_, name), out, gpus, sys.argv, console)
+    outcomes = sweep.run_each(names, lambda name: load_recipe(recipe, set_, name), out, where, sys.argv, console)
     runs = [compare.Run(o.metrics_path.resolve(), o.metrics) for o in outcomes if o.metrics is not None]
     not_started = [compare.not_started_row(o.backend, o.not_started) for o in outcomes if o.not_started]
     console.rule("[bold]comparison")

@@ -212,7 +212,14 @@ class TrainSection(Section):
     loader_workers: int = Field(0, ge=0, le=64)
     log_every: int = Field(20, ge=1)
     eval_every: int = Field(1, ge=1, description="epochs between evaluations")
-    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads; default all cores")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads per worker process; default "
+                                "all cores, divided among the processes of a data-parallel CPU run")
+    batch_scope: Literal["per_device", "global"] = Field(
+        "per_device", description="per_device: batch_size images on every device (global batch = batch_size x "
+        "world size); global: batch_size images per step over all devices (split evenly; must divide)")
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="learning rate x world size (linear, as MindSpore WarpCTC's device_num), x its "
+        "square root (sqrt), or unchanged (none); applies when training on several devices")
 
 
 # ------------------------------------------------------------------------------------------------ eval

@@ -124,10 +124,25 @@ def export_record(event: dict) -> dict:
     return record
 
 
+DISTRIBUTED_KEYS = ("world_size", "nnodes", "nproc_per_node", "device", "launcher", "engine", "comm",
+                    "kvstore", "strategy", "processes", "batch_scope", "per_device_batch", "global_batch",
+                    "lr_scaling", "base_lr", "lr")
+
+
+def distributed_record(dist: dict | None, start: dict) -> dict | None:
+    """metrics.json's ``distributed`` block: how many devices and processes trained, through which
+    native engine, and the batch / learning-rate arithmetic (from the job spec), plus what the rank-0
+    worker reported about its engine (``start.distributed``)."""
+    if not dist:
+        return None
+    record = {k: dist[k] for k in DISTRIBUTED_KEYS if k in dist}
+    return {**record, **(start.get("distributed") or {})}
+
+
 def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | None,
              spec_framework: str, command: list[str], hardware: dict, dataset: dict | None,
              events: list[dict], scorer: EvalScorer | None, failure: dict | None, created: str,
-             world_size: int = 1) -> dict[str, Any]:
+             distributed: dict | None = None) -> dict[str, Any]:
     """The metrics.json document of a run, complete or failed."""
     attempt = latest_attempt(events)  # outcome of this attempt; the curve spans every attempt (resume)
     start = _last(attempt, "start") or {}
@@ -182,7 +197,8 @@ def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | 
                     "splits": {k: v["n"] for k, v in dataset["splits"].items()} if dataset else None},
         "hardware": hardware,
         "seed": recipe["train"]["seed"],
-        "world_size": world_size,
+        "world_size": distributed["world_size"] if distributed else 1,
+        "distributed": distributed_record(distributed, start),
         "train": {
             "epochs": train_end["epochs"] if train_end else (curve[-1]["epoch"] if curve else None),
             "steps": train_end["steps"] if train_end else (curve[-1]["step"] if curve else None),

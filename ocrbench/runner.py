@@ -16,6 +16,7 @@ The worker runs as a subprocess of the backend's interpreter (no shell), inside 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ from pathlib import Path
 import yaml
 
 import ocrbench
-from ocrbench import atomic, datasets, envs, hardware, neutral
+from ocrbench import atomic, datasets, distributed, envs, hardware, neutral
 from ocrbench.backend import BackendSpec, get_backend
 from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
@@ -88,17 +89,21 @@ def export_formats(requested: list[str], spec: BackendSpec) -> list[str]:
     return formats
 
 
-def check_gpus(requested: int) -> list[dict]:
-    """Fail before anything starts if fewer GPUs are visible than requested."""
-    visible = hardware.gpus()
-    if requested > len(visible):
-        raise OcrbenchError(f"--gpus {requested}: only {len(visible)} GPU(s) visible on this machine",
-                            hint="use --gpus 0 to run on the CPU, or check nvidia-smi / CUDA_VISIBLE_DEVICES")
-    if requested > 1:
-        raise OcrbenchError(f"--gpus {requested}: data-parallel training over several devices is not "
-                            "available yet; this version trains on one device",
-                            hint="use --gpus 1 (or 0 for the CPU)")
-    return visible
+def check_topology(t: distributed.Topology, spec: BackendSpec, check_visible: bool = True) -> None:
+    """Fail before anything starts if the backend cannot train this way, or (``check_visible``) fewer
+    GPUs are visible here than requested."""
+    if t.distributed and not spec.launcher:
+        raise OcrbenchError(f"backend {spec.name!r} trains on one device only (it has no distributed launcher)",
+                            hint="use --gpus 1 or --gpus 0")
+    if t.distributed and t.device == "cpu" and not spec.cpu_data_parallel:
+        raise OcrbenchError(f"--nproc {t.nproc}: {spec.framework} ({spec.name}) cannot train data-parallel on "
+                            "CPUs here (its collectives need GPUs)",
+                            hint="use --gpus N on a machine with GPUs, or --nproc 1")
+    if check_visible:
+        visible = hardware.gpus()
+        if t.gpus > len(visible):
+            raise OcrbenchError(f"--gpus {t.gpus}: only {len(visible)} GPU(s) visible on this machine",
+                                hint="use --gpus 0 to run on the CPU, or check nvidia-smi / CUDA_VISIBLE_DEVICES")
 
 
 def new_run_dir(out: Path, name: str, backend: str) -> Path:
@@ -116,9 +121,15 @@ def new_run_dir(out: Path, name: str, backend: str) -> Path:
     raise OcrbenchError(f"{out}: cannot find a free run directory name for {name}-{backend}-{stamp}")
 
 
-def job_spec(p: Plan, run_dir: Path, dataset: datasets.PreparedDataset, gpus: int, resume: bool) -> dict:
-    """The file contract between core and worker (docs/backends.md)."""
+def job_spec(p: Plan, run_dir: Path, dataset: datasets.PreparedDataset, launch: distributed.Launch,
+             resume: bool) -> dict:
+    """The file contract between core and worker (docs/backends.md). ``train`` holds what one device uses:
+    the per-device batch and the scaled learning rate (the recipe's values are in ``distributed``)."""
     r = p.resolved
+    dist = launch.job
+    train = {**r["train"], "batch_size": dist["per_device_batch"],
+             "optimizer": {**r["train"]["optimizer"], "lr": dist["lr"]}}
+    train["threads"] = train["threads"] or cpu_threads(dist)
     return {
         "schema": JOB_SCHEMA,
         "run_id": run_dir.name,
@@ -132,45 +143,65 @@ def job_spec(p: Plan, run_dir: Path, dataset: datasets.PreparedDataset, gpus: in
                     "max_label_len": max(s["max_len"] for s in dataset.manifest["splits"].values()),
                     "native_dir": str(dataset.root / "native" / p.spec.name)},
         "model": r["model"],
-        "train": r["train"],
+        "train": train,
         "eval": r["eval"],
         "export": r["export"],
-        "device": {"gpus": gpus},
+        "device": {"gpus": dist["nproc_per_node"] if dist["device"] == "gpu" else 0},
+        "distributed": dist,
         "paths": {"events": "events.jsonl", "native_log": "native.log", "checkpoints": "checkpoints",
                   "predictions": "predictions", "exports": "exports"},
     }
 
 
-def worker_command(spec: BackendSpec, python: Path, job_path: Path) -> list[str]:
+def worker_args(spec: BackendSpec, job_path: Path) -> list[str]:
+    """The worker's command after the interpreter: the bootstrap script, the packages it may import, the
+    worker module and the job spec (every launcher runs this)."""
     bootstrap = Path(ocrbench.__file__).parent / "worker" / "bootstrap.py"
     top = spec.worker.split(".")[0]
-    return [str(python), str(bootstrap),
-            "--package", f"ocrbench={Path(ocrbench.__file__).parent}",
-            "--package", f"{top}={spec.package_root}",
-            spec.worker, str(job_path)]
+    return [str(bootstrap), "--package", f"ocrbench={Path(ocrbench.__file__).parent}",
+            "--package", f"{top}={spec.package_root}", spec.worker, str(job_path)]
 
 
 class Runner:
-    """Runs one plan end to end and returns the path of its metrics.json."""
+    """Runs one plan end to end and returns the path of its metrics.json. On a node other than node 0
+    of a multi-machine run it starts this node's share of the native launch and returns no metrics
+    (node 0 writes them)."""
 
-    def __init__(self, p: Plan, out: Path, gpus: int, python_override: str | None, command: list[str],
-                 console, resume_dir: Path | None = None):
+    def __init__(self, p: Plan, out: Path, topology: distributed.Topology, python_override: str | None,
+                 command: list[str], console, resume_dir: Path | None = None):
         self.p = p
         self.out = out.resolve()   # the worker runs inside the run directory: every path it gets is absolute
-        self.gpus = gpus
+        self.topology = topology
         self.python_override = python_override or p.recipe.runtime.python.get(p.spec.name)
         self.command = command
         self.console = console
         self.resume_dir = resume_dir
 
-    def run(self) -> tuple[Path, dict]:
-        spec = self.p.spec
-        check_gpus(self.gpus)
+    def launch(self, python: Path, run_dir: Path, job_name: str = "job.json") -> distributed.Launch:
+        """This node's native launch of the worker, with the batch/lr arithmetic and the environment the
+        core adds (``--print-command`` shows exactly this)."""
+        t = self.topology
+        origin = str(self.p.recipe_path or "recipe")
+        launch = distributed.plan_launch(self.p.spec.launcher, t, python,
+                                         worker_args(self.p.spec, run_dir / job_name), run_dir)
+        launch.job.update(distributed.scaling(self.p.resolved["train"], t.world_size, origin))
+        threads = self.p.recipe.train.threads or cpu_threads(launch.job)
+        for process in launch.processes:
+            process.env = {**worker_env(t, threads), **process.env}
+        return launch
+
+    def run(self) -> tuple[Path | None, dict | None]:
+        spec, t = self.p.spec, self.topology
+        check_topology(t, spec)
+        if self.resume_dir is not None and t.nnodes > 1:
+            raise OcrbenchError("--resume continues runs on one machine; a multi-machine run starts afresh")
         python, version = envs.resolve_python(spec, self.python_override)
         dataset = datasets.prepare(self.p.resolved["data"], self.p.base_dir, log=self.console.print)
-        run_dir = self.resume_dir or new_run_dir(self.out, self.p.recipe.name, spec.name)
+        backend_dir = spec.name if t.node_rank == 0 else f"{spec.name}-node{t.node_rank}"
+        run_dir = self.resume_dir or new_run_dir(self.out, self.p.recipe.name, backend_dir)
         created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        job = job_spec(self.p, run_dir, dataset, self.gpus, resume=self.resume_dir is not None)
+        launch = self.launch(python, run_dir)
+        job = job_spec(self.p, run_dir, dataset, launch, resume=self.resume_dir is not None)
         if self.resume_dir is None:
             atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(self.p.resolved, sort_keys=False,
                                                                       allow_unicode=True))
@@ -179,41 +210,52 @@ class Runner:
         atomic.write_json(run_dir / "environment.json", {
             "ocrbench": ocrbench.__version__, "core_python": sys.version.split()[0],
             "worker_python": str(python), "framework": spec.distribution, "framework_version": version,
-            "hardware": hw, "command": self.command})
+            "hardware": hw, "command": self.command,
+            "launch": [{"role": p.role, "argv": p.argv, "env": p.env} for p in launch.processes]})
         (run_dir / "metrics.json").unlink(missing_ok=True)  # a resumed run is incomplete until it ends
         self.console.print(f"run: {run_dir}")
+        if t.distributed:
+            self.console.print(f"distributed: {describe_launch(launch.job)}")
+        if t.node_rank > 0:
+            return self._follow_node(launch, run_dir)
         scorer = self._scorer(run_dir, dataset)  # scores each eval file once: live display, then metrics
         failure = None
         try:
-            returncode = self._follow(spec, python, run_dir, scorer)
+            returncode = self._follow(launch, run_dir, scorer)
             if returncode != 0 and not read_events(run_dir / "events.jsonl"):
                 failure = {"type": "WorkerError", "stage": "worker",
                            "message": f"the worker exited with code {returncode} before reporting anything"}
         except KeyboardInterrupt:
             failure = {"type": "Interrupted", "message": "interrupted by the user", "stage": "worker"}
-        metrics = self._metrics(run_dir, dataset, scorer, hw, created, failure)
+        metrics = self._metrics(run_dir, dataset, scorer, hw, created, failure, launch.job)
         return run_dir / "metrics.json", metrics
+
+    def _follow_node(self, launch: distributed.Launch, run_dir: Path) -> tuple[None, None]:
+        """Node k > 0: run this node's processes to the end; its ranks write no results."""
+        returncode = self._follow(launch, run_dir, None)
+        if returncode != 0:
+            raise OcrbenchError(f"node {self.topology.node_rank}: the launch ended with exit code {returncode}",
+                                hint=f"details in {run_dir / 'native.log'}")
+        self.console.print(f"node {self.topology.node_rank}: done; node 0 writes the run's metrics.json")
+        return None, None
 
     def _scorer(self, run_dir: Path, dataset: datasets.PreparedDataset) -> EvalScorer:
         protocol = Protocol(**self.p.resolved["eval"]["protocol"])
         return EvalScorer(run_dir, dataset.labels("eval"), protocol, dataset.charset)
 
-    def _follow(self, spec: BackendSpec, python: Path, run_dir: Path, scorer: EvalScorer,
-                job_name: str = "job.json", events_name: str = "events.jsonl") -> int:
-        """Start the worker and follow its events until it exits; returns its exit code."""
+    def _follow(self, launch: distributed.Launch, run_dir: Path, scorer: EvalScorer | None,
+                events_name: str = "events.jsonl") -> int:
+        """Start this node's processes and follow rank 0's events until the last process exits; returns
+        the first non-zero exit code (0 when every process succeeded). If the main process (the last)
+        fails, the others (MXNet's ps-lite server and scheduler) are stopped."""
         from ocrbench.progress import EventProgress
 
-        command = worker_command(spec, python, run_dir / job_name)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONNOUSERSITE="1")
-        if self.gpus == 0:
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        if self.p.recipe.train.threads:  # frameworks that size their pools at import (MXNet) read this
-            env["OMP_NUM_THREADS"] = str(self.p.recipe.train.threads)
         events_path = run_dir / events_name
         events_path.touch()
         with open(run_dir / "native.log", "ab") as log, EventProgress(self.console, scorer) as progress:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=run_dir, env=env)
+            processes = [subprocess.Popen(p.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          cwd=run_dir, env=dict(os.environ, **p.env)) for p in launch.processes]
+            main = processes[-1]
             try:
                 with events_path.open(encoding="utf-8") as stream:
                     stream.seek(0, os.SEEK_END)
@@ -225,27 +267,25 @@ class Runner:
                         for line in lines:
                             if line.strip():
                                 progress.handle(json.loads(line))
-                        if process.poll() is not None and not chunk:
+                        if main.poll() is not None and not chunk:
                             break
                         if not chunk:
                             time.sleep(POLL_S)
+                _finish(processes[:-1], wait_s=60 if main.returncode == 0 else 0)
             except BaseException:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                _finish(processes, wait_s=0)
                 raise
-        return process.returncode
+        return next((p.returncode for p in processes if p.returncode), 0)
 
     def _metrics(self, run_dir: Path, dataset, scorer: EvalScorer, hw: dict, created: str,
-                 failure: dict | None) -> dict:
+                 failure: dict | None, dist: dict) -> dict:
         events = read_events(run_dir / "events.jsonl")
         context = dict(run_id=run_dir.name, recipe=self.p.resolved,
                        recipe_hash=self.p.recipe.content_hash(),
                        recipe_path=str(self.p.recipe_path) if self.p.recipe_path else None,
                        spec_framework=self.p.spec.framework, command=self.command, hardware=hw,
-                       dataset={**dataset.manifest, "dir": str(dataset.root)}, events=events, created=created)
+                       dataset={**dataset.manifest, "dir": str(dataset.root)}, events=events, created=created,
+                       distributed=dist)
         try:
             metrics = assemble(**context, scorer=scorer, failure=failure)
         except OcrbenchError as exc:  # e.g. a predictions file that does not match the eval split
@@ -256,6 +296,79 @@ class Runner:
         validate_metrics(metrics)
         atomic.write_json(run_dir / "metrics.json", metrics)
         return metrics
+
+
+def _finish(processes: list[subprocess.Popen], wait_s: float) -> None:
+    """Let ``processes`` end by themselves for up to ``wait_s`` seconds, then terminate (SIGTERM; the
+    launchers pass it on to their ranks) and, 30 s later, kill what is left."""
+    deadline = time.monotonic() + wait_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def worker_env(t: distributed.Topology, threads: int | None) -> dict[str, str]:
+    """Variables the core sets for every process it starts (the rest of its environment is inherited)."""
+    env = {"PYTHONUNBUFFERED": "1", "PYTHONNOUSERSITE": "1"}
+    if t.gpus == 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    if threads:  # frameworks that size their pools at import (MXNet) read this
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def cpu_threads(dist: dict) -> int | None:
+    """Threads per worker process when several CPU worker processes share a node (the cores divided
+    among them); None (all cores) otherwise."""
+    per_node = dist["processes"] // dist["nnodes"]
+    if dist["device"] != "cpu" or per_node <= 1:
+        return None
+    return max(1, (os.cpu_count() or 1) // per_node)
+
+
+def describe_launch(dist: dict) -> str:
+    """One line: world size, launcher and engine, batch and learning rate."""
+    return (f"world size {dist['world_size']} ({dist['nnodes']} node(s) x {dist['nproc_per_node']} "
+            f"{dist['device']}), {dist['launcher']}: {dist.get('engine', 'one process')}; per-device batch "
+            f"{dist['per_device_batch']}, global batch {dist['global_batch']}, lr {dist['lr']:g} "
+            f"(lr_scaling {dist['lr_scaling']})")
+
+
+STAMP_PLACEHOLDER = "<YYYYmmdd-HHMMSS>"
+
+
+def launch_commands(p: Plan, t: distributed.Topology, out: Path, python_override: str | None) -> str:
+    """``--print-command``: every node's native launch (commands and the environment the core adds) as
+    shell lines, without running anything, checking GPUs or needing the backend's env installed."""
+    check_topology(t, p.spec, check_visible=False)
+    override = python_override or p.recipe.runtime.python.get(p.spec.name)
+    python = Path(override) if override else envs.env_python(envs.env_path(p.spec))
+    lines = []
+    for node in range(t.nnodes):
+        node_t = dataclasses.replace(t, node_rank=node)
+        backend_dir = p.spec.name if node == 0 else f"{p.spec.name}-node{node}"
+        run_dir = out.resolve() / f"{p.recipe.name}-{backend_dir}-{STAMP_PLACEHOLDER}"
+        launch = Runner(p, out, node_t, override, [], None).launch(python, run_dir)
+        if node == 0:
+            lines.append(f"# {p.spec.name}: {describe_launch(launch.job)}")
+            if t.master_port is None and t.nnodes == 1 and t.distributed:
+                lines.append("# the rendezvous port is picked free at each run unless --master-port is given")
+        where = f"node {node} of {t.nnodes}: " if t.nnodes > 1 else ""
+        lines.append(f"# {where}run directory {run_dir} (created at start, with job.json)")
+        lines += [f"{process.shell()}{'  &' if process is not launch.processes[-1] else ''}"
+                  for process in launch.processes]
+    return "\n".join(lines) + "\n"
 
 
 def export_run(run_dir: Path, formats: list[str] | None, console, command: list[str]) -> tuple[dict, list[str]]:
@@ -273,14 +386,16 @@ def export_run(run_dir: Path, formats: list[str] | None, console, command: list[
     job = json.loads((run_dir / "job.json").read_text())
     p = plan(validate_data(data, str(run_dir / "recipe.yaml")), Path(job["recipe_path"]) if job.get("recipe_path") else None)
     dataset = datasets.open_prepared(Path(job["dataset"]["dir"]))
-    runner = Runner(p, run_dir.parent, 0, None, command, console, resume_dir=run_dir)
+    runner = Runner(p, run_dir.parent, distributed.Topology(), None, command, console, resume_dir=run_dir)
     python, _ = envs.resolve_python(p.spec, runner.python_override)
+    launch = runner.launch(python, run_dir, "job-export.json")   # one process, on the CPU
     atomic.write_json(run_dir / "job-export.json", {**job, "stage": "export", "resume": False,
                                                     "run_dir": str(run_dir), "run_id": run_dir.name,
                                                     "export": p.resolved["export"], "device": {"gpus": 0},
+                                                    "distributed": launch.job,
                                                     "paths": {**job["paths"], "events": "events-export.jsonl"}})
     (run_dir / "events-export.jsonl").unlink(missing_ok=True)
-    runner._follow(p.spec, python, run_dir, runner._scorer(run_dir, dataset), "job-export.json", "events-export.jsonl")
+    runner._follow(launch, run_dir, runner._scorer(run_dir, dataset), "events-export.jsonl")
     events = read_events(run_dir / "events-export.jsonl")
     failed = [e for e in events if e["event"] == "error"]
     if failed or not any(e["event"] == "done" for e in events):

@@ -15,6 +15,7 @@ from typing import Callable
 
 from ocrbench import atomic, envs
 from ocrbench.backend import get_backend, load_backends
+from ocrbench.distributed import Topology
 from ocrbench.errors import OcrbenchError
 from ocrbench.recipe import Recipe
 from ocrbench.runner import Runner, plan
@@ -52,10 +53,12 @@ def select_backends(choice: str, installed_only: bool) -> tuple[list[str], list[
     return list(dict.fromkeys(names)), []
 
 
-def run_each(names: list[str], load: Callable[[str], tuple[Recipe, Path]], out: Path, gpus: int | None,
-             command: list[str], console, install: bool = False) -> list[Outcome]:
-    """Run ``load(name)``'s recipe on each backend in turn. Ctrl-C stops the sweep after the current
-    run has written its (failed) metrics.json."""
+def run_each(names: list[str], load: Callable[[str], tuple[Recipe, Path]], out: Path,
+             where: Callable[[int], Topology] | None, command: list[str], console,
+             install: bool = False) -> list[Outcome]:
+    """Run ``load(name)``'s recipe on each backend in turn; ``where(recipe's runtime.gpus)`` gives the
+    devices (default: the recipe's GPUs, one replica). Ctrl-C stops the sweep after the current run has
+    written its (failed) metrics.json."""
     outcomes = []
     for name in names:
         console.rule(f"[bold]{name}")
@@ -65,7 +68,8 @@ def run_each(names: list[str], load: Callable[[str], tuple[Recipe, Path]], out: 
             p = plan(recipe, path)
             if install:
                 envs.install(p.spec, log=console.print)
-            runner = Runner(p, out, p.recipe.runtime.gpus if gpus is None else gpus, None, command, console)
+            gpus = p.recipe.runtime.gpus
+            runner = Runner(p, out, where(gpus) if where else Topology(gpus=gpus), None, command, console)
             metrics_path, metrics = runner.run()
             outcomes.append(Outcome(name, metrics_path, metrics, seconds=time.monotonic() - start))
         except OcrbenchError as exc:

@@ -31,4 +31,6 @@ BACKEND = BackendSpec(
     native_archs={"warpctc": WarpCtcParams},
     shared_archs=("crnn",),
     export_formats=("mindir", "onnx"),
+    launcher="msrun",
+    cpu_data_parallel=False,
 )

@@ -34,4 +34,6 @@ BACKEND = BackendSpec(
     shared_archs=("crnn",),
     export_formats=("mxnet", "onnx"),
     online_data=True,
+    launcher="mxnet_kvstore",
+    cpu_data_parallel=True,
 )

@@ -10,6 +10,14 @@ Loss is ``ctc_loss(..., blank_label='first')`` (blank 0, as in the example and t
 sample; ``Trainer.step(batch_size)`` averages the gradients over the batch. Checkpoints follow the
 example's convention ``ocr-symbol.json`` + ``ocr-NNNN.params`` (1-based epoch), plus ``ocr-NNNN.states``
 (optimizer state, saved with ``mx.nd.save``: no pickle anywhere, so nothing executes code on load).
+
+Data parallel, as the example's ``--gpu N`` / ``--cpu N``: one process drives a list of contexts
+(``mx.gpu(i)`` or ``mx.cpu(i)``); each step's batch is split over them (``split_and_load``) and the
+gluon Trainer's kvstore sums their gradients (``device`` on GPUs, ``local`` on CPUs). Across machines the
+kvstore is ``dist_sync`` (ps-lite: a scheduler, one server and one worker per node, started by the core
+with DMLC_* variables); each worker reads its shard of the training set and the kvstore sums gradients
+over workers too. Gradients are then updated on the workers (``update_on_kvstore=False``) so the shared
+per-step learning-rate schedule applies.
 """
 
 from __future__ import annotations
@@ -85,16 +93,30 @@ class MxnetTrainer:
         random.seed(seed)
         np.random.seed(seed)
         mx.random.seed(seed)
+        replicas = job.local_replicas
         if job.gpus >= 1:
-            if mx.context.num_gpus() < 1:
-                raise RuntimeError(f"--gpus asked for a GPU but this mxnet build sees none ({mx.__version__}; "
-                                   "install a CUDA build, e.g. mxnet-cu112, and pass --python)")
-            self.ctx = mx.gpu(0)
+            if mx.context.num_gpus() < replicas:
+                raise RuntimeError(f"--gpus asked for {replicas} GPU(s) but this mxnet build sees "
+                                   f"{mx.context.num_gpus()} ({mx.__version__}; install a CUDA build, e.g. "
+                                   "mxnet-cu112, and pass --python)")
+            self.ctxs = [mx.gpu(i) for i in range(replicas)]
         else:
-            self.ctx = mx.cpu()
+            self.ctxs = [mx.cpu(i) for i in range(replicas)] if replicas > 1 else [mx.cpu()]
+        self.ctx = self.ctxs[0]   # evaluation, checkpoints and exports
         self.job = job
         threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
-        return {"device": str(self.ctx), "threads": int(threads)}
+        info = {"device": ", ".join(str(c) for c in self.ctxs), "threads": int(threads)}
+        self.kvstore, self.shard = None, (1, 0)
+        kind = job.distributed.get("kvstore")
+        if kind and "dist" in kind:   # ps-lite numbers the workers: this one reads data shard kv.rank
+            self.kvstore = mx.kv.create(kind)
+            self.shard = (self.kvstore.num_workers, self.kvstore.rank)
+            info["distributed"] = {"kvstore": self.kvstore.type, "ps_rank": self.kvstore.rank,
+                                   "ps_workers": self.kvstore.num_workers}
+        elif kind:
+            self.kvstore = kind
+            info["distributed"] = {"kvstore": kind, "contexts": len(self.ctxs)}
+        return info
 
     # ---------------------------------------------------------------------------------------- data
     def prepare(self, job: Job) -> dict:
@@ -136,23 +158,25 @@ class MxnetTrainer:
         if split == "train" and online:
             dataset = OnlineCaptchas(online, epoch, height, width, self.job.charset,
                                      self.job.raw["dataset"]["max_label_len"])
-            return gluon.data.DataLoader(dataset, self.job.train["batch_size"], shuffle=False,
+            return gluon.data.DataLoader(dataset.shard(*self.shard), self.job.process_batch, shuffle=False,
                                          num_workers=workers)
         if split not in self._datasets:
             self._datasets[split] = CachedImages(self.rec_dir / f"{split}.rec", height, width)
-        batch = self.job.train["batch_size"] if split == "train" else self.job.eval["batch_size"]
-        return gluon.data.DataLoader(self._datasets[split], batch, shuffle=split == "train",
-                                     num_workers=workers if split == "train" else 0)
+        if split == "train":   # this worker's shard (all of it on one machine), this process's batch
+            return gluon.data.DataLoader(self._datasets[split].shard(*self.shard), self.job.process_batch,
+                                         shuffle=True, num_workers=workers)
+        return gluon.data.DataLoader(self._datasets[split], self.job.eval["batch_size"], shuffle=False)
 
     # --------------------------------------------------------------------------------------- model
     def build(self, job: Job) -> dict:
         arch = job.model["arch"]
         self.scale, self.shift, self.pixels = PIXEL_SCALE[arch]
         self.net = build(arch, job.charset.num_classes, job.model["params"])
-        self.net.initialize(mx.init.Xavier(factor_type="in", magnitude=2.34), ctx=self.ctx)
+        self.net.initialize(mx.init.Xavier(factor_type="in", magnitude=2.34), ctx=self.ctxs)
         self.net.hybridize(static_alloc=True, static_shape=True)
         self.trainer = gluon.Trainer(self.net.collect_params(), *optimizer_args(job.train["optimizer"]),
-                                     kvstore=None)
+                                     kvstore=self.kvstore,
+                                     update_on_kvstore=False if self.kvstore is not None else None)
         self._datasets: dict[str, gluon.data.Dataset] = {}
         self.train_loader = self._loader("train")
         self.trainable = [p for p in self.net.collect_params().values() if p.grad_req != "null"]
@@ -172,32 +196,49 @@ class MxnetTrainer:
                                                   interpolation="cv2_linear", mean=[-self.shift / self.scale / 255],
                                                   std=[1 / (self.scale * 255)])}
 
-    def _to_input(self, images) -> nd.NDArray:
-        return images.as_in_context(self.ctx).astype("float32") * self.scale + self.shift
+    def _to_input(self, images, context=None) -> nd.NDArray:
+        return images.as_in_context(context or self.ctx).astype("float32") * self.scale + self.shift
 
     def train_epoch(self, ctx: EpochContext) -> float:
         if self.job.raw["dataset"].get("online"):
             self.train_loader = self._loader("train", ctx.epoch)
         clip = self.job.train["grad_clip"]
+        processes = self.job.distributed["processes"]
         total, batches = 0.0, 0
         for images, labels in self.train_loader:
-            labels = labels.as_in_context(self.ctx)
-            lengths = (labels > 0).sum(axis=1)
-            with autograd.record():
-                logits = self.net(self._to_input(images))                       # (T, B, C)
-                loss = nd.ctc_loss(logits, labels, label_lengths=lengths, use_label_lengths=True,
-                                   blank_label="first")                        # (B,)
-            loss.backward()
             batch = images.shape[0]
-            if clip:  # gradients are still summed over the batch here; step() divides by batch
-                gluon.utils.clip_global_norm([p.grad(self.ctx) for p in self.trainable], clip * batch)
+            losses = self._forward_backward(images, labels)
+            # the kvstore sums gradients over contexts (and workers): normalise by the global batch
+            global_batch = batch * processes
+            self.trainer.allreduce_grads()
+            if clip:  # gradients are still summed over the batch here; update() divides by it
+                for c in self.ctxs:   # every context holds the same summed gradients after allreduce
+                    gluon.utils.clip_global_norm([p.grad(c) for p in self.trainable], clip * global_batch)
             self.trainer.set_learning_rate(ctx.lr())
-            self.trainer.step(batch)
-            mean = loss.mean()
+            self.trainer.update(global_batch)
+            mean = nd.add_n(*[loss.sum().as_in_context(self.ctx) for loss in losses]) / batch
             total += mean
             batches += 1
             ctx.step(batch, lambda value=mean: value.asscalar())
         return float((total / max(batches, 1)).asscalar()) if batches else 0.0
+
+    def _forward_backward(self, images, labels) -> list[nd.NDArray]:
+        """CTC loss per sample (one array per context, batch split over the contexts), back-propagated."""
+        parts = zip(gluon.utils.split_and_load(images, self.ctxs, even_split=False),
+                    gluon.utils.split_and_load(labels, self.ctxs, even_split=False))
+        with autograd.record():
+            losses = []
+            for part_images, part_labels in parts:
+                lengths = (part_labels > 0).sum(axis=1)
+                logits = self.net(self._to_input(part_images, part_images.context))        # (T, B, C)
+                losses.append(nd.ctc_loss(logits, part_labels, label_lengths=lengths, use_label_lengths=True,
+                                          blank_label="first"))                            # (B,)
+        autograd.backward(losses)
+        return losses
+
+    def weight_arrays(self) -> list[list[np.ndarray]]:
+        """The trained parameters on each context (one list per context)."""
+        return [[p.data(c).asnumpy() for p in self.trainable] for c in self.ctxs]
 
     def predict(self, split: str):
         return self._predict_with(self.net, split)
@@ -233,7 +274,7 @@ class MxnetTrainer:
                         if (m := re.fullmatch(rf"{PREFIX}-(\d+)\.params", p.name)))
         if not epochs:
             raise RuntimeError(f"no {PREFIX}-NNNN.params checkpoint in {directory}")
-        self.net.collect_params().load(str(directory / f"{PREFIX}-{epochs[-1]:04d}.params"), ctx=self.ctx)
+        self.net.collect_params().load(str(directory / f"{PREFIX}-{epochs[-1]:04d}.params"), ctx=self.ctxs)
         states = directory / f"{PREFIX}-{epochs[-1]:04d}.states"
         if states.is_file():
             restore_optimizer_state(self.trainer, nd.load(str(states)))

@@ -56,4 +56,6 @@ BACKEND = BackendSpec(
     shared_archs=("crnn",),
     export_formats=("paddle", "onnx"),
     other_distributions=("paddlepaddle-gpu",),
+    launcher="paddle",
+    cpu_data_parallel=False,
 )

@@ -12,4 +12,6 @@ BACKEND = BackendSpec(
     requirements=Path(__file__).with_name("requirements.txt"),
     shared_archs=("crnn",),
     export_formats=("torchscript", "onnx"),
+    launcher="torchrun",
+    cpu_data_parallel=True,
 )

@@ -4,6 +4,11 @@ Native data is LMDB in the crnn.pytorch / DTRB layout (1-based keys). Images are
 32 x input_width (bilinear, aspect ratio not kept) and scaled to [-1, 1]. Loss is nn.CTCLoss with blank 0
 (ocrbench's convention is PyTorch's own, so nothing is converted), mean reduction (each sample's loss is
 divided by its target length, then averaged — PyTorch's default).
+
+Data parallel: started by torchrun (one process per GPU, or per CPU replica with ``--nproc``), each rank
+joins the process group (NCCL on GPUs, gloo on CPUs), trains a DistributedDataParallel wrapper (gradients
+averaged over ranks) on its DistributedSampler share of every epoch; rank 0 alone evaluates the plain
+module and writes results.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from backends.pytorch.model import CRNN
 from ocrbench import preprocess
@@ -90,13 +97,18 @@ class TorchTrainer:
             if not torch.cuda.is_available():
                 raise RuntimeError("--gpus asked for a GPU but this torch build sees none "
                                    f"(torch {torch.__version__}, CUDA {torch.version.cuda})")
-            self.device = torch.device("cuda:0")
-            name = torch.cuda.get_device_name(0)
+            self.device = torch.device("cuda", job.local_rank)   # torchrun: one process per GPU
+            torch.cuda.set_device(self.device)
+            name = torch.cuda.get_device_name(self.device)
         else:
             self.device = torch.device("cpu")
             name = "cpu"
         self.job = job
-        return {"device": name, "threads": threads, "cuda": torch.version.cuda}
+        info = {"device": name, "threads": threads, "cuda": torch.version.cuda}
+        if job.distributed["processes"] > 1:   # torchrun set RANK, WORLD_SIZE, MASTER_ADDR/PORT
+            dist.init_process_group(backend=job.distributed["comm"])
+            info["distributed"] = {"comm": dist.get_backend(), "torch_world_size": dist.get_world_size()}
+        return info
 
     # ---------------------------------------------------------------------------------------- data
     def prepare(self, job: Job) -> dict:
@@ -115,10 +127,16 @@ class TorchTrainer:
                 "reused": reused}
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        """Batches of ``split``; a data-parallel training loader reads this rank's DistributedSampler
+        share (its shuffle seeded by the recipe's seed and the epoch, see ``train_epoch``)."""
         dataset = LmdbImages(self.job.native_dir / split, self.params["input_width"])
         workers = self.job.train["loader_workers"]
         generator = torch.Generator().manual_seed(self.job.train["seed"])
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        sampler = None
+        if shuffle and dist.is_initialized():
+            sampler = DistributedSampler(dataset, shuffle=True, seed=self.job.train["seed"])
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                          num_workers=workers,
                           collate_fn=Collate(self.job.charset, self.job.raw["dataset"]["max_label_len"]),
                           generator=generator, persistent_workers=workers > 0,
                           pin_memory=self.device.type == "cuda")
@@ -128,6 +146,10 @@ class TorchTrainer:
         self.params = job.model["params"]
         classes = job.charset.num_classes
         self.model = CRNN(classes, **self.params).to(self.device)
+        self.trained = self.model   # what train_epoch calls: the DDP wrapper in a data-parallel run
+        if dist.is_initialized():
+            self.trained = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
+                                                   else None)
         self.optimizer = make_optimizer(self.model, job.train["optimizer"])
         self.criterion = nn.CTCLoss(blank=0, zero_infinity=True)
         self.train_loader = self._loader("train", job.train["batch_size"], shuffle=True)
@@ -151,10 +173,12 @@ class TorchTrainer:
         total = torch.zeros((), device=self.device)
         batches = 0
         clip = self.job.train["grad_clip"]
+        if isinstance(self.train_loader.sampler, DistributedSampler):
+            self.train_loader.sampler.set_epoch(ctx.epoch)
         for images, targets, lengths in self.train_loader:
             for group in self.optimizer.param_groups:
                 group["lr"] = ctx.lr()
-            logits = self.model(to_input(images, self.device))
+            logits = self.trained(to_input(images, self.device))
             steps, batch = logits.shape[:2]
             input_lengths = torch.full((batch,), steps, dtype=torch.long)
             loss = self.criterion(logits.log_softmax(2), targets, input_lengths, lengths)
@@ -167,6 +191,10 @@ class TorchTrainer:
             batches += 1
             ctx.step(batch, lambda value=loss: value.item())
         return (total / max(batches, 1)).item()
+
+    def weight_arrays(self) -> list[list[np.ndarray]]:
+        """This rank's trained parameters (batch-norm running statistics are per rank and left out)."""
+        return [[p.detach().cpu().numpy() for p in self.model.parameters()]]
 
     @torch.no_grad()
     def predict(self, split: str):

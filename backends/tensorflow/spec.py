@@ -44,4 +44,6 @@ BACKEND = BackendSpec(
     shared_archs=("crnn",),
     export_formats=("savedmodel", "tflite", "onnx"),
     other_distributions=("tensorflow",),
+    launcher="tf_strategy",
+    cpu_data_parallel=True,
 )

@@ -6,11 +6,17 @@ backends: reading the job spec, the epoch loop, evaluation cadence, CTC decoding
 ``ocrbench.codec``), prediction files, resume bookkeeping, exports bookkeeping, timing and the JSON-lines
 event stream. Metrics are *not* computed here: the core scores the prediction files.
 
+Data-parallel runs: every rank runs this driver with the same job spec; the launcher (torchrun, paddle's
+launch, msrun, ...) tells each its rank. Only **rank 0 writes**: events, evaluations, predictions,
+checkpoints and exports. Other ranks train, print their final weights' digest to their log and exit.
+
 Standard library and numpy only.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import resource
@@ -69,7 +75,46 @@ class Job:
 
     @property
     def gpus(self) -> int:
+        """GPUs on this node (0 = CPU)."""
         return int(self.raw["device"]["gpus"])
+
+    @property
+    def distributed(self) -> dict:
+        """The job's ``distributed`` section (ocrbench.distributed): world_size, nnodes, nproc_per_node,
+        device, launcher, local_replicas (devices this process drives), processes, per_device_batch,
+        global_batch, lr, and backend-specific keys (comm, kvstore, strategy)."""
+        return self.raw.get("distributed") or {"world_size": 1, "nnodes": 1, "nproc_per_node": 1,
+                                               "local_replicas": 1, "processes": 1, "rank_env": None,
+                                               "local_rank_env": None}
+
+    @property
+    def world_size(self) -> int:
+        """Data-parallel replicas over all nodes (1 = one device)."""
+        return int(self.distributed["world_size"])
+
+    @property
+    def local_replicas(self) -> int:
+        """Devices this process drives itself (TensorFlow MirroredStrategy, MXNet contexts); 1 when
+        the launcher starts one process per device."""
+        return int(self.distributed["local_replicas"])
+
+    @property
+    def process_batch(self) -> int:
+        """Images this process loads per step: the per-device batch times its local replicas."""
+        return int(self.train["batch_size"]) * self.local_replicas
+
+    @property
+    def rank(self) -> int:
+        """This process's rank among the worker processes (0 writes the results), from the variable the
+        launcher sets (``distributed.rank_env``); 0 without one."""
+        name = self.distributed.get("rank_env")
+        return int(os.environ.get(name, "0")) if name else 0
+
+    @property
+    def local_rank(self) -> int:
+        """This process's index on its node (which GPU it uses)."""
+        name = self.distributed.get("local_rank_env")
+        return int(os.environ.get(name, "0")) if name else 0
 
     def path(self, name: str) -> Path:
         """A run-directory path from the job's ``paths`` table (events, predictions, checkpoints, ...)."""
@@ -119,6 +164,12 @@ class Trainer(Protocol):
     # models' input, made by the backend's own data pipeline, and the framework's output for them as the
     # exports return it. Saved as ``reference.npz`` beside every export, so the core can check an export
     # (and its own preprocessing) without the framework (ocrbench.neutral).
+    # Optional: ``weight_arrays() -> list[list[np.ndarray]]``: the trained weights of each replica this
+    # process holds (one list for a process per device; one per device for MirroredStrategy / MXNet
+    # contexts), in a fixed order; their digests show that the replicas of a data-parallel run agree.
+    # Data-parallel runs: ``setup`` joins the framework's distributed engine as ``job.distributed`` says,
+    # may return ``distributed`` (what it set up, recorded in metrics.json), and trains on
+    # ``job.process_batch`` images per step (this process's share).
 
 
 DEFAULT_OUTPUT_SPEC = {"blank": 0, "labels": "charset[k] is class k + 1; the blank is class 0",
@@ -127,25 +178,35 @@ REFERENCE_BATCH = 8  # eval images in each export's reference.npz
 
 
 class Events:
-    """Appends one JSON object per line to events.jsonl, flushed at once so the core can follow."""
+    """Appends one JSON object per line to events.jsonl, flushed at once so the core can follow. Only the
+    writing rank (0) writes: set ``enabled`` False on the others (the file is opened on the first event)."""
 
-    def __init__(self, path: Path):
-        self._handle = path.open("a", encoding="utf-8")
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+        self._handle = None
 
     def emit(self, event: str, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        if self._handle is None:
+            self._handle = self.path.open("a", encoding="utf-8")
         record = {"event": event, "time": time.time(), **fields}
         self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._handle.flush()
 
     def close(self) -> None:
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
 
 
 class EpochContext:
     """Handed to ``Trainer.train_epoch``: the learning rate to use and where to report each step."""
 
-    def __init__(self, epoch: int, global_step: int, schedule: Schedule, events: Events, log_every: int):
+    def __init__(self, epoch: int, global_step: int, schedule: Schedule, events: Events, log_every: int,
+                 processes: int = 1):
         self.epoch = epoch
+        self._processes = processes
         self.global_step = global_step
         self.samples = 0
         self._schedule = schedule
@@ -158,12 +219,14 @@ class EpochContext:
         return self._schedule.lr_at(self.global_step)
 
     def step(self, samples: int, loss: float | Callable[[], float]) -> None:
-        """Record one optimizer step over ``samples`` images. ``loss`` may be a callable, evaluated only
-        when the step is logged (so a GPU backend does not synchronise every step)."""
+        """Record one optimizer step over ``samples`` images (this process's; every worker process of a
+        data-parallel run takes the same number of steps, so the run's samples are this times the
+        processes). ``loss`` may be a callable, evaluated only when the step is logged (so a GPU backend
+        does not synchronise every step)."""
         check_parent()
         lr = self.lr()
         self.global_step += 1
-        self.samples += samples
+        self.samples += samples * self._processes
         if self.global_step % self._log_every == 0:
             value = loss() if callable(loss) else loss
             elapsed = time.perf_counter() - self._started
@@ -214,13 +277,16 @@ def _load_state(checkpoints: Path) -> dict | None:
 
 
 def run_job(trainer: Trainer, job: Job, events: Events) -> None:
-    """The shared driver: prepare, build, train with per-epoch evaluation and checkpoints, export."""
+    """The shared driver: prepare, build, train with per-epoch evaluation and checkpoints, export.
+    In a data-parallel run the ranks other than 0 only train (see the module docstring)."""
     device = trainer.setup(job)
+    rank = job.rank
     events.emit("start", framework=trainer.framework, version=trainer.version(), pid=os.getpid(),
                 python=sys.version.split()[0], **device)
 
     started = time.perf_counter()
-    native = trainer.prepare(job)
+    with _native_data_lock(job):   # ranks on one machine share the native copy: the first writes it
+        native = trainer.prepare(job)
     events.emit("prepared", seconds=time.perf_counter() - started, **native)
 
     model = trainer.build(job)
@@ -251,7 +317,8 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
     clock = time.perf_counter() - state["wall_s"]  # wall time continues across a resume
     last_eval_file = None
     for epoch in range(state["epoch"] + 1, train["epochs"] + 1):
-        ctx = EpochContext(epoch, state["global_step"], schedule, events, train["log_every"])
+        ctx = EpochContext(epoch, state["global_step"], schedule, events, train["log_every"],
+                           job.distributed["processes"])
         epoch_start = time.perf_counter()
         loss = trainer.train_epoch(ctx)
         epoch_s = time.perf_counter() - epoch_start
@@ -259,6 +326,8 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
                      train_s=state["train_s"] + epoch_s)
         events.emit("epoch_end", epoch=epoch, step=ctx.global_step, loss=float(loss), lr=ctx.lr(),
                     train_s=epoch_s, samples=ctx.samples, wall_s=time.perf_counter() - clock)
+        if rank != 0:
+            continue   # rank 0 evaluates and checkpoints; the others go on to the next epoch's steps
         if epoch % train["eval_every"] == 0 or epoch == train["epochs"]:
             last_eval_file = _evaluate(trainer, job, events, epoch, clock)
             if hasattr(trainer, "on_evaluated"):  # optional: e.g. to keep a best-accuracy checkpoint
@@ -268,8 +337,11 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
         atomic.write_json(checkpoints / "state.json", state)
         events.emit("checkpoint", epoch=epoch, files=[str(p.relative_to(job.run_dir)) for p in saved],
                     bytes=sum(p.stat().st_size for p in saved))
+    digests = report_weights(trainer, rank)
     events.emit("train_end", epochs=state["epoch"], steps=state["global_step"], samples=state["samples"],
-                train_s=state["train_s"], wall_s=time.perf_counter() - clock)
+                train_s=state["train_s"], wall_s=time.perf_counter() - clock, weights_sha256=digests)
+    if rank != 0:
+        return
 
     final = predictions / "eval.tsv"
     if last_eval_file is None:  # resumed after the last epoch, or nothing left to train
@@ -280,6 +352,45 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
 
     _export_all(trainer, job, events)
     events.emit("done", peak_rss_mb=peak_rss_mb())
+
+
+def report_weights(trainer: Trainer, rank: int) -> list[str] | None:
+    """Print the sha256 of each replica's trained weights held by this process to its log (stderr), so
+    the ranks of a data-parallel run can be checked to agree; returns them (None if the backend cannot)."""
+    if not hasattr(trainer, "weight_arrays"):
+        return None
+    digests = [weights_digest(arrays) for arrays in trainer.weight_arrays()]
+    for replica, digest in enumerate(digests):
+        print(f"ocrbench: rank {rank} replica {replica} weights sha256 {digest}", file=sys.stderr, flush=True)
+    return digests
+
+
+def weights_digest(arrays: Iterable[np.ndarray]) -> str:
+    """sha256 over the float32 bytes of ``arrays`` in order (their shapes included)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+class _native_data_lock:
+    """An exclusive file lock beside the backend's native data directory (``fcntl.flock``), held while
+    a rank prepares native data: the first rank writes it, the others then find it ready."""
+
+    def __init__(self, job: Job):
+        self.path = job.native_dir.parent / f".{job.native_dir.name}.lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a")
+        fcntl.flock(self._handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
 
 
 def _evaluate(trainer: Trainer, job: Job, events: Events, epoch: int, clock: float) -> Path:
@@ -341,7 +452,7 @@ def serve(make_trainer: Callable[[], Trainer], argv: list[str] | None = None) ->
     job = Job(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
     if job.raw.get("schema") != JOB_SCHEMA:
         raise SystemExit(f"unsupported job spec {job.raw.get('schema')!r}; expected {JOB_SCHEMA}")
-    events = Events(job.path("events"))
+    events = Events(job.path("events"), enabled=job.rank == 0)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         run_job(make_trainer(), job, events)
