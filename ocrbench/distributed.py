@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import socket
 from dataclasses import dataclass, field
@@ -127,11 +128,25 @@ class Process:
     role: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    path_prefix: str | None = None   # a directory put first on PATH (msrun runs `python` from PATH)
+    unset: tuple[str, ...] = ()      # variables removed from its environment
 
     def shell(self) -> str:
         """The command as one shell line (for --print-command and the Slurm script), quoted."""
-        assignments = [f"{k}={shlex.quote(v)}" for k, v in self.env.items()]
-        return " ".join([*assignments, shlex.join(self.argv)])
+        unset = [f"-u {name}" for name in self.unset]
+        assignments = [f"{k}={shlex.quote(v)}" for k, v in self.env.items() if k not in self.unset]
+        if self.path_prefix:
+            assignments.append(f'PATH={shlex.quote(self.path_prefix)}:"$PATH"')
+        return " ".join([*(["env", *unset] if unset else []), *assignments, shlex.join(self.argv)])
+
+    def environ(self, inherited: dict[str, str]) -> dict[str, str]:
+        """The process's whole environment: ``inherited`` plus what the core sets, less ``unset``."""
+        env = {**inherited, **self.env}
+        if self.path_prefix:
+            env["PATH"] = os.pathsep.join([self.path_prefix, inherited.get("PATH", "")])
+        for name in self.unset:
+            env.pop(name, None)
+        return env
 
 
 @dataclass
@@ -170,16 +185,17 @@ def _torchrun(t: Topology, python: str, args: list[str], run_dir: Path, base: di
 
 
 def _paddle_launch(t: Topology, python: str, args: list[str], run_dir: Path, base: dict) -> Launch:
-    argv = [python, "-m", "paddle.distributed.launch", "--nnodes", str(t.nnodes),
-            "--log_dir", str(run_dir / "paddle-launch")]
+    argv = [python, "-m", "paddle.distributed.launch", "--log_dir", str(run_dir / "paddle-launch")]
     if t.gpus:
         argv += ["--devices", ",".join(str(i) for i in range(t.gpus))]
     else:
         argv += ["--nproc_per_node", str(t.nproc)]
-    if t.nnodes > 1:
-        argv += ["--master", f"{t.master_addr}:{t.port()}", "--rank", str(t.node_rank)]
+    if t.nnodes > 1:   # (on one machine paddle picks its own ports; --nnodes 1 there breaks CPU launches)
+        argv += ["--nnodes", str(t.nnodes), "--master", f"{t.master_addr}:{t.port()}", "--rank", str(t.node_rank)]
     comm = "nccl" if t.gpus else "gloo"
-    return Launch([Process("paddle.distributed.launch", argv + args)],
+    # the launcher takes any CUDA_VISIBLE_DEVICES (even empty) to mean GPUs: a CPU launch has none
+    unset = () if t.gpus else ("CUDA_VISIBLE_DEVICES",)
+    return Launch([Process("paddle.distributed.launch", argv + args, unset=unset)],
                   {**base, "launcher": "paddle.distributed.launch", "comm": comm,
                    "engine": f"paddle.DataParallel ({comm}) + DistributedBatchSampler",
                    "rank_env": "PADDLE_TRAINER_ID", "local_rank_env": "PADDLE_LOCAL_RANK",
@@ -192,14 +208,18 @@ def _msrun(t: Topology, python: str, args: list[str], run_dir: Path, base: dict)
             f"--node_rank={t.node_rank}", f"--log_dir={run_dir / 'msrun-log'}", "--join=True",
             "--cluster_time_out=600", *args]
     comm = "nccl" if t.gpus else "mccl"
-    return Launch([Process("msrun", argv)],
+    # msrun starts each rank (and its scheduler) as `python SCRIPT ...`: the env's python must come first
+    return Launch([Process("msrun", argv, path_prefix=str(Path(python).parent))],
                   {**base, "launcher": "msrun", "comm": comm,
                    "engine": f"DATA_PARALLEL + DistributedGradReducer ({comm})",
-                   "rank_env": "RANK_ID", "local_rank_env": "LOCAL_RANK_ID", "processes": t.world_size})
+                   "rank_env": "RANK_ID", "local_rank_env": "DEVICE_ID", "processes": t.world_size})
 
 
 def _tf_strategy(t: Topology, python: str, args: list[str], run_dir: Path, base: dict) -> Launch:
     job = {**base, "local_replicas": t.per_node, "processes": t.nnodes}
+    if t.nnodes > 1 and t.device == "cpu" and t.nproc > 1:
+        raise OcrbenchError(f"--nproc {t.nproc} with --nnodes {t.nnodes}: TensorFlow's MultiWorkerMirroredStrategy "
+                            "uses one CPU device per machine", hint="use --nproc 1 (one replica per machine)")
     if t.nnodes == 1:
         return Launch([Process("worker", [python, *args])],
                       {**job, "launcher": "python", "strategy": "MirroredStrategy",

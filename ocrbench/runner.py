@@ -254,7 +254,7 @@ class Runner:
         events_path.touch()
         with open(run_dir / "native.log", "ab") as log, EventProgress(self.console, scorer) as progress:
             processes = [subprocess.Popen(p.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          cwd=run_dir, env=dict(os.environ, **p.env)) for p in launch.processes]
+                                          cwd=run_dir, env=p.environ(dict(os.environ))) for p in launch.processes]
             main = processes[-1]
             try:
                 with events_path.open(encoding="utf-8") as stream:

@@ -64,15 +64,17 @@ def _gray_chw(image: np.ndarray) -> np.ndarray:
 
 
 def pipeline(native: Path, split: str, arch: str, height: int, width: int, batch_size: int,
-             shuffle: bool, workers: int, drop_remainder: bool) -> ds.Dataset:
-    """Batches of (images float32 NCHW, label int32 (B, max_len), length int32 (B,)).
+             shuffle: bool, workers: int, drop_remainder: bool, shard: tuple[int, int] = (1, 0)) -> ds.Dataset:
+    """Batches of (images float32 NCHW, label int32 (B, max_len), length int32 (B,)); ``shard``:
+    (number of shards, this rank's) for data-parallel training.
 
     * ``warpctc``: decode -> BGR -> x / 255 -> normalise with WarpCTC's mean/std -> resize to H x W
       (bilinear) -> CHW (WarpCTC's order of operations).
     * ``crnn``: decode -> resize to 32 x W (bilinear) -> gray -> x / 127.5 - 1 -> (1, 32, W).
     """
+    shards = {"num_shards": shard[0], "shard_id": shard[1]} if shard[0] > 1 else {}
     data = ds.MindDataset(str(record_path(native, split)), columns_list=["image", "label", "length"],
-                          shuffle=shuffle, num_parallel_workers=workers)
+                          shuffle=shuffle, num_parallel_workers=workers, **shards)
     if arch == "warpctc":
         ops = [vision.Decode(), vision.ConvertColor(vision.ConvertMode.COLOR_RGB2BGR),
                vision.Rescale(1.0 / 255.0, 0.0),

@@ -32,5 +32,5 @@ BACKEND = BackendSpec(
     shared_archs=("crnn",),
     export_formats=("mindir", "onnx"),
     launcher="msrun",
-    cpu_data_parallel=False,
+    cpu_data_parallel=True,
 )

@@ -8,6 +8,12 @@ compiled graph; PyNative vs Graph measured in docs/backends.md). Loss: ``nn.CTCL
 log-softmax, per sample, **summed over the batch** (WarpCTC returns per-sample losses with sensitivity 1
 each, i.e. the gradient of the sum). Labels are passed with their true lengths (WarpCTC passes its blank
 padding to the loss as labels; ocrbench does not — docs/backends.md).
+
+Data parallel as WarpCTC's ``--run_distribute``: msrun starts one process per device (GPU, or CPU with
+``--nproc``), each calls ``communication.init()`` (NCCL on GPUs, MindSpore's mccl on CPUs), sets
+``DATA_PARALLEL`` with ``gradients_mean=True``, reads its MindDataset shard, and the train step averages
+gradients over ranks with ``nn.DistributedGradReducer`` (the learning rate times the device count is
+the recipe's ``train.lr_scaling: linear``, as upstream).
 """
 
 from __future__ import annotations
@@ -53,17 +59,22 @@ class NetWithLoss(nn.Cell):
 class TrainStep(nn.Cell):
     """One optimizer step as a single graph: loss, gradients, L2, global-norm clip, update."""
 
-    def __init__(self, net_with_loss: nn.Cell, optimizer: nn.Optimizer, clip: float | None, decay: float):
+    def __init__(self, net_with_loss: nn.Cell, optimizer: nn.Optimizer, clip: float | None, decay: float,
+                 ranks: int = 1):
         super().__init__()
         self.net_with_loss, self.optimizer = net_with_loss, optimizer
         self.weights = optimizer.parameters
         self.clip = clip
         self.decay = decay
         self.grad = ops.GradOperation(get_by_list=True)
+        self.parallel = ranks > 1   # gradients averaged over the ranks (all-reduce) before the update
+        self.reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=ranks) if self.parallel else None
 
     def construct(self, images, labels, lengths):
         loss = self.net_with_loss(images, labels, lengths)
         grads = self.grad(self.net_with_loss, self.weights)(images, labels, lengths)
+        if self.parallel:
+            grads = self.reducer(grads)
         if self.decay > 0:  # L2 as in the other backends (added to the gradient)
             grads = tuple(g + self.decay * w for g, w in zip(grads, self.weights))
         if self.clip is not None:
@@ -83,12 +94,22 @@ class MindSporeTrainer:
         threads = job.train["threads"] or os.cpu_count() or 1
         target = "GPU" if job.gpus >= 1 else "CPU"
         ms.set_context(mode=ms.GRAPH_MODE)
-        ms.set_device(target)
+        ms.set_device(target, job.local_rank) if job.gpus >= 1 else ms.set_device(target)
         ms.set_seed(job.train["seed"])
         ds.config.set_seed(job.train["seed"])
         random.seed(job.train["seed"])
         np.random.seed(job.train["seed"])
-        return {"device": target, "threads": threads, "mode": "GRAPH_MODE"}
+        info = {"device": target, "threads": threads, "mode": "GRAPH_MODE"}
+        self.shard = (1, 0)
+        if job.distributed["processes"] > 1:   # started by msrun: join its cluster
+            from mindspore.communication import get_group_size, get_rank, init
+
+            init()
+            ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                         device_num=get_group_size())
+            self.shard = (get_group_size(), get_rank())
+            info["distributed"] = {"comm": job.distributed["comm"], "group_size": get_group_size()}
+        return info
 
     # ---------------------------------------------------------------------------------------- data
     def prepare(self, job: Job) -> dict:
@@ -110,12 +131,13 @@ class MindSporeTrainer:
         workers = max(1, self.job.train["loader_workers"] or 1)
         batch = self.job.train["batch_size"] if train else self.job.eval["batch_size"]
         return mindrecord.pipeline(self.native, split, self.arch, self.height, self.width, batch,
-                                   shuffle=train, workers=workers, drop_remainder=train and self._full_batches())
+                                   shuffle=train, workers=workers, drop_remainder=train and self._full_batches(),
+                                   shard=self.shard if train else (1, 0))
 
     def _full_batches(self) -> bool:
         """Training uses full batches (static graph shapes; WarpCTC drops the remainder too) unless the
         split is smaller than one batch."""
-        return len(self.ids["train"]) >= self.job.train["batch_size"]
+        return len(self.ids["train"]) // self.shard[0] >= self.job.train["batch_size"]
 
     # --------------------------------------------------------------------------------------- model
     def build(self, job: Job) -> dict:
@@ -131,15 +153,16 @@ class MindSporeTrainer:
         use_im2col(self.net, self.im2col)
         self.optimizer = make_optimizer(self.net.trainable_params(), job.train["optimizer"])
         self.step_cell = TrainStep(NetWithLoss(self.net, blank=self.classes - 1), self.optimizer,
-                                   clip=job.train["grad_clip"], decay=job.train["optimizer"]["weight_decay"])
+                                   clip=job.train["grad_clip"], decay=job.train["optimizer"]["weight_decay"],
+                                   ranks=self.shard[0])
         self.step_cell.set_train(True)
         params = sum(p.size for p in self.net.trainable_params())
         return {"arch": self.arch, "params": int(params), "classes": self.classes, "blank": self.classes - 1,
                 "mode": "GRAPH_MODE", "conv": "im2col + MatMul" if self.im2col else "Conv2D"}
 
     def steps_per_epoch(self) -> int:
-        if self._full_batches():
-            return len(self.ids["train"]) // self.job.train["batch_size"]
+        if self._full_batches():   # this rank's shard in full batches
+            return len(self.ids["train"]) // self.shard[0] // self.job.train["batch_size"]
         return 1
 
     def input_spec(self) -> dict:
@@ -171,6 +194,10 @@ class MindSporeTrainer:
             batches += 1
             ctx.step(int(images.shape[0]), loss / images.shape[0])
         return total / max(batches, 1)
+
+    def weight_arrays(self) -> list[list[np.ndarray]]:
+        """This rank's trained parameters."""
+        return [[p.asnumpy() for p in self.net.trainable_params()]]
 
     def predict(self, split: str):
         self.net.set_train(False)

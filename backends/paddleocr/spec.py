@@ -57,5 +57,5 @@ BACKEND = BackendSpec(
     export_formats=("paddle", "onnx"),
     other_distributions=("paddlepaddle-gpu",),
     launcher="paddle",
-    cpu_data_parallel=False,
+    cpu_data_parallel=True,
 )

@@ -8,6 +8,11 @@ dict file as native data, the PaddleOCR training config, ``latest`` / ``best_acc
 Conventions are PaddleOCR's and ocrbench's alike: blank 0, dict line k -> class k + 1; logits (T, B, C)
 time-major. Loss: ``paddle.nn.CTCLoss(blank=0, reduction="none")`` on logits, averaged over the batch
 (not normalised by label length), as ppocr's CTCLoss.
+
+Data parallel as PaddleOCR's ``python -m paddle.distributed.launch``: one process per device (GPU, or
+CPU with ``--nproc``, gloo), ``init_parallel_env()``, the model wrapped in ``paddle.DataParallel``
+(gradients averaged over ranks) and each rank's batches from a ``DistributedBatchSampler`` (its share of
+the epoch, reshuffled per epoch); rank 0 alone evaluates the plain model and writes results.
 """
 
 from __future__ import annotations
@@ -97,14 +102,20 @@ class PaddleTrainer:
             if not paddle.device.is_compiled_with_cuda():
                 raise RuntimeError(f"--gpus asked for a GPU but paddle {paddle.__version__} is a CPU build "
                                    "(point the backend at an interpreter with paddlepaddle-gpu via --python)")
-            paddle.set_device("gpu:0")
+            paddle.set_device(f"gpu:{job.local_rank}")
         else:
             paddle.set_device("cpu")
         seed = job.train["seed"]
         paddle.seed(seed)
         random.seed(seed)
         np.random.seed(seed)
-        return {"device": paddle.get_device(), "threads": job.train["threads"] or os.cpu_count()}
+        info = {"device": paddle.get_device(), "threads": job.train["threads"] or os.cpu_count()}
+        self.parallel = job.distributed["processes"] > 1
+        if self.parallel:   # started by paddle.distributed.launch: join its process group
+            paddle.distributed.init_parallel_env()
+            info["distributed"] = {"comm": job.distributed["comm"],
+                                   "paddle_world_size": paddle.distributed.get_world_size()}
+        return info
 
     # ---------------------------------------------------------------------------------------- data
     def prepare(self, job: Job) -> dict:
@@ -125,6 +136,11 @@ class PaddleTrainer:
         self.channels = 3 if self.arch == "crnn_mobilenetv3" else 1
         self.images = ImageCache(job.dataset_dir, self.arch, self.width)
         self.model = build(self.arch, job.charset.num_classes, self.params)
+        self.trained = paddle.DataParallel(self.model) if self.parallel else self.model   # what trains
+        self.sampler = None
+        if self.parallel:   # this rank's batches of each epoch (full batches only)
+            self.sampler = paddle.io.DistributedBatchSampler(self.samples["train"], job.train["batch_size"],
+                                                             shuffle=True, drop_last=True)
         self.optimizer = make_optimizer(self.model, job.train)
         self.ctc = paddle.nn.CTCLoss(blank=0, reduction="none")
         self.max_len = job.raw["dataset"]["max_label_len"]
@@ -136,6 +152,8 @@ class PaddleTrainer:
                 "paddleocr_config": "config.yml"}
 
     def steps_per_epoch(self) -> int:
+        if self.sampler is not None:
+            return len(self.sampler)
         n, batch = len(self.samples["train"]), self.job.train["batch_size"]
         return n // batch if n >= batch else 1
 
@@ -155,22 +173,31 @@ class PaddleTrainer:
                                                   interpolation="pil_bilinear", mean=[0.5], std=[0.5])}
 
     def _batches(self, split: str, order: list[int], batch_size: int, full_only: bool):
-        samples = self.samples[split]
         stop = len(order) - len(order) % batch_size if full_only and len(order) >= batch_size else len(order)
         for start in range(0, stop, batch_size):
-            chosen = [samples[i] for i in order[start: start + batch_size]]
-            images = to_batch([self.images[s.path] for s in chosen], self.width)
-            targets, lengths = pad_targets([s.text for s in chosen], self.job.charset, self.max_len)
-            yield [s.path for s in chosen], images, targets, lengths
+            yield self._batch(split, order[start: start + batch_size])
+
+    def _batch(self, split: str, indices: list[int]):
+        """(ids, images (B, C, 32, W) float32, targets (B, max_len) blank-0 padded, lengths) of samples."""
+        chosen = [self.samples[split][i] for i in indices]
+        images = to_batch([self.images[s.path] for s in chosen], self.width)
+        targets, lengths = pad_targets([s.text for s in chosen], self.job.charset, self.max_len)
+        return [s.path for s in chosen], images, targets, lengths
+
+    def _train_batches(self, epoch: int):
+        if self.sampler is not None:
+            self.sampler.set_epoch(self.job.train["seed"] * 100_003 + epoch)
+            return (self._batch("train", indices) for indices in self.sampler)
+        order = np.random.RandomState(self.job.train["seed"] * 100_003 + epoch).permutation(
+            len(self.samples["train"])).tolist()
+        return self._batches("train", order, self.job.train["batch_size"], True)
 
     def train_epoch(self, ctx: EpochContext) -> float:
         self.model.train()
-        order = np.random.RandomState(self.job.train["seed"] * 100_003 + ctx.epoch).permutation(
-            len(self.samples["train"])).tolist()
         total, batches = 0.0, 0
-        for _, images, targets, lengths in self._batches("train", order, self.job.train["batch_size"], True):
+        for _, images, targets, lengths in self._train_batches(ctx.epoch):
             self.optimizer.set_lr(ctx.lr())
-            logits = self.model(paddle.to_tensor(images))                       # (T, B, C)
+            logits = self.trained(paddle.to_tensor(images))                     # (T, B, C)
             steps, batch = logits.shape[0], logits.shape[1]
             loss = self.ctc(logits, paddle.to_tensor(targets.astype(np.int32)),
                             paddle.full([batch], steps, dtype="int64"), paddle.to_tensor(lengths)).mean()
@@ -182,6 +209,10 @@ class PaddleTrainer:
             batches += 1
             ctx.step(batch, value)
         return total / max(batches, 1)
+
+    def weight_arrays(self) -> list[list[np.ndarray]]:
+        """This rank's trained parameters."""
+        return [[p.numpy() for p in self.model.parameters() if not p.stop_gradient]]
 
     @paddle.no_grad()
     def predict(self, split: str):

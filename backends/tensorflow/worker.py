@@ -7,6 +7,13 @@ convention, also in the exports' metadata); best paths are converted to ocrbench
 reads gray, both scaled to [-1, 1]. Loss: ``tf.nn.ctc_loss`` on sparse labels (the native CTC kernel,
 blank last), averaged over the batch as upstream. The training step is a ``tf.function`` without XLA (measured
 slower on CPU; see docs/backends.md).
+
+Data parallel with tf.distribute: on one machine a ``MirroredStrategy`` over the GPUs, or over N logical
+CPU devices (``--nproc N``: the CPU is split with ``set_logical_device_configuration``, gradients summed
+by ``ReductionToOneDevice``); across machines a ``MultiWorkerMirroredStrategy`` (ring all-reduce) from
+the ``TF_CONFIG`` the core sets on each node. Every step's global batch is split over the replicas; each
+replica's loss is its samples' CTC loss summed over the global batch (``tf.nn.compute_average_loss``),
+so the summed gradients are the global mean.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ class TensorFlowTrainer:
         return tf.__version__
 
     def setup(self, job: Job) -> dict:
+        self.job = job
         threads = job.train["threads"] or os.cpu_count() or 1
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
@@ -51,8 +59,36 @@ class TensorFlowTrainer:
         self.device = "/GPU:0" if job.gpus >= 1 else "/CPU:0"
         if job.gpus == 0 and gpus:
             tf.config.set_visible_devices([], "GPU")
-        self.job = job
-        return {"device": self.device, "threads": threads, "keras": keras.__version__}
+        self.strategy = self._strategy(job)   # after the device and thread settings, before any op
+        info = {"device": self.device, "threads": threads, "keras": keras.__version__}
+        if self.strategy is not None:
+            info["device"] = ", ".join(self.strategy.extended.worker_devices)
+            info["distributed"] = {"strategy": type(self.strategy).__name__,
+                                   "replicas_in_sync": self.strategy.num_replicas_in_sync}
+        return info
+
+    @staticmethod
+    def _strategy(job: Job):
+        """The tf.distribute strategy the job asks for (None: one device, no strategy)."""
+        kind = job.distributed.get("strategy")
+        if kind == "MultiWorkerMirroredStrategy":   # TF_CONFIG names the workers and this one's index
+            options = tf.distribute.experimental.CommunicationOptions(
+                implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        if kind == "MirroredStrategy" and job.local_replicas > 1:
+            if job.gpus:
+                return tf.distribute.MirroredStrategy([f"/GPU:{i}" for i in range(job.local_replicas)])
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(job.local_replicas)])
+            return tf.distribute.MirroredStrategy([f"/CPU:{i}" for i in range(job.local_replicas)],
+                                                  cross_device_ops=tf.distribute.ReductionToOneDevice())
+        return None
+
+    @property
+    def global_batch(self) -> int:
+        """Images per optimizer step over every replica of every worker."""
+        return self.job.train["batch_size"] * self.job.world_size
 
     # ---------------------------------------------------------------------------------------- data
     def prepare(self, job: Job) -> dict:
@@ -74,7 +110,8 @@ class TensorFlowTrainer:
         arch = job.model["arch"]
         self.arch, self.params = arch, job.model["params"]
         self.classes = job.charset.num_classes          # characters + 1; blank = classes - 1
-        with tf.device(self.device):
+        scope = self.strategy.scope() if self.strategy is not None else tf.device(self.device)
+        with scope:
             self.model = build(arch, self.classes, self.params)
             self.optimizer = make_optimizer(job.train["optimizer"])
             self.optimizer.build(self.model.trainable_variables)
@@ -101,35 +138,49 @@ class TensorFlowTrainer:
         decay = self.job.train["optimizer"]["weight_decay"]
         clip = self.job.train["grad_clip"]
         steps = self.steps
+        strategy = self.strategy
+        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
 
-        @tf.function(input_signature=[tf.TensorSpec([None, HEIGHT, self.width, 3], tf.uint8),
-                                      tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)])
-        def train_step(images, labels, lengths):
+        def replica_step(images, labels, lengths):
             batch = tf.shape(images)[0]
             sparse = dense_to_sparse(labels, lengths)
             with tf.GradientTape() as tape:
                 logits = self.model(self.to_input(images), training=True)          # (B, T, C)
                 losses = tf.nn.ctc_loss(sparse, logits, None, tf.fill([batch], steps),
                                         logits_time_major=False, blank_index=-1)
-                loss = tf.reduce_mean(losses)
+                loss = tf.nn.compute_average_loss(losses)   # sum over this replica / global batch
             grads = tape.gradient(loss, variables)
+            if replicas > 1 and (decay or clip):   # decay and clipping apply to the summed gradient
+                grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
             if decay:  # L2 as in the other backends' optimizers (added to the gradient, not decoupled)
                 grads = [g + decay * v for g, v in zip(grads, variables)]
             if clip:
                 grads, _ = tf.clip_by_global_norm(grads, clip)
+            if replicas > 1 and (decay or clip):   # apply_gradients sums over replicas again
+                grads = [g / replicas for g in grads]
             self.optimizer.apply_gradients(zip(grads, variables))
             return loss
 
-        return train_step
+        signature = [tf.TensorSpec([None, HEIGHT, self.width, 3], tf.uint8), tf.TensorSpec([None, None], tf.int32),
+                     tf.TensorSpec([None], tf.int32)]
+        if strategy is None:
+            return tf.function(replica_step, input_signature=signature)
+
+        @tf.function
+        def distributed_step(images, labels, lengths):
+            per_replica = strategy.run(replica_step, args=(images, labels, lengths))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        return distributed_step
 
     def _drop_remainder(self) -> bool:
         """Training uses full batches only (the partial last batch is left out; each epoch's shuffle
         leaves out different samples), unless the split is smaller than one batch."""
-        return self.sizes["train"] >= self.job.train["batch_size"]
+        return self.sizes["train"] >= self.global_batch
 
     def steps_per_epoch(self) -> int:
         if self._drop_remainder():
-            return self.sizes["train"] // self.job.train["batch_size"]
+            return self.sizes["train"] // self.global_batch
         return 1
 
     def input_spec(self) -> dict:
@@ -149,18 +200,30 @@ class TensorFlowTrainer:
 
     def train_epoch(self, ctx: EpochContext) -> float:
         seed = self.job.train["seed"] * 100_003 + ctx.epoch
-        data = tfrecords.batches(self.records["train"], self.job.train["batch_size"], seed, SHUFFLE_BUFFER,
+        data = tfrecords.batches(self.records["train"], self.global_batch, seed, SHUFFLE_BUFFER,
                                  drop_remainder=self._drop_remainder())
+        if self.strategy is not None:   # each replica gets its slice of every global batch
+            data = self.strategy.experimental_distribute_dataset(data.map(lambda *x: x[:3]).with_options(
+                shard_by_data()))
+        share = self.job.distributed["processes"]
         total, batches = 0.0, 0
         with tf.device(self.device):
-            for images, labels, lengths, _ in data:
+            for images, labels, lengths, *_ in data:
                 self.optimizer.learning_rate.assign(ctx.lr())
                 loss = self._train_step(images, labels, lengths)
                 value = float(loss)
                 total += value
                 batches += 1
-                ctx.step(int(images.shape[0]), value)
+                ctx.step(self.global_batch // share if self.strategy else int(images.shape[0]), value)
         return total / max(batches, 1)
+
+    def weight_arrays(self) -> list[list[np.ndarray]]:
+        """The trained variables as each local replica holds them (one list per replica)."""
+        variables = self.model.trainable_variables
+        if self.strategy is None:
+            return [[v.numpy() for v in variables]]
+        per_variable = [self.strategy.experimental_local_results(getattr(v, "value", v)) for v in variables]
+        return [[values[i].numpy() for values in per_variable] for i in range(len(per_variable[0]))]
 
     def predict(self, split: str):
         return self._predict_with(self._logits, split)
@@ -224,6 +287,13 @@ class TensorFlowTrainer:
         if fmt == "onnx":
             return export_onnx(self, directory / "model.onnx", opset, probe, expected)
         raise ValueError(f"unknown export format {fmt!r}")
+
+
+def shard_by_data() -> tf.data.Options:
+    """Across workers, shard by element (the TFRecords are one file per split, so not by file)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
 
 
 def dense_to_sparse(labels: tf.Tensor, lengths: tf.Tensor) -> tf.SparseTensor:
