@@ -97,8 +97,9 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
                                                  "collectives."),
         nnodes: int = typer.Option(1, "--nnodes", min=1, rich_help_panel=DIST_PANEL,
                                    help="Machines in the run (each runs this command with its --node-rank)."),
-        node_rank: int = typer.Option(0, "--node-rank", min=0, rich_help_panel=DIST_PANEL,
-                                      help="This machine's index, 0..nnodes-1 (node 0 writes the results)."),
+        node_rank: Optional[int] = typer.Option(None, "--node-rank", min=0, rich_help_panel=DIST_PANEL,
+                                                help="This machine's index, 0..nnodes-1 (node 0 writes the "
+                                                     "results; default 0, or every node with --print-command)."),
         master_addr: Optional[str] = typer.Option(None, "--master-addr", rich_help_panel=DIST_PANEL,
                                                   help="Node 0's address, reachable from every node."),
         master_port: Optional[int] = typer.Option(None, "--master-port", rich_help_panel=DIST_PANEL,
@@ -151,8 +152,9 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
         loaded, recipe_path = load_recipe(recipe, set_, backend)
 
     def where(default_gpus: int) -> "distributed.Topology":
-        return distributed.topology(default_gpus if gpus is None else gpus, nproc, nnodes, node_rank,
-                                    master_addr, master_port, hosts)
+        address = master_addr or ("<host0>" if launcher == "slurm" else None)   # Slurm knows node 0 at run time
+        return distributed.topology(default_gpus if gpus is None else gpus, nproc, nnodes, node_rank or 0,
+                                    address, master_port, hosts)
 
     if many:
         _run_many(recipe, backend, set_, where, out)
@@ -163,7 +165,8 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
     if print_command:
         from ocrbench.runner import launch_commands
 
-        typer.echo(launch_commands(p, t, out, python), nl=False)
+        nodes = range(t.nnodes) if node_rank is None else [t.node_rank]
+        typer.echo(launch_commands(p, t, out, python, nodes), nl=False)
         return
     if launcher == "slurm":
         from ocrbench import slurm

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -348,19 +349,21 @@ def describe_launch(dist: dict) -> str:
 STAMP_PLACEHOLDER = "<YYYYmmdd-HHMMSS>"
 
 
-def launch_commands(p: Plan, t: distributed.Topology, out: Path, python_override: str | None) -> str:
-    """``--print-command``: every node's native launch (commands and the environment the core adds) as
-    shell lines, without running anything, checking GPUs or needing the backend's env installed."""
+def launch_commands(p: Plan, t: distributed.Topology, out: Path, python_override: str | None,
+                    nodes: Iterable[int] | None = None) -> str:
+    """``--print-command``: the native launch on each of ``nodes`` (default: every node) — commands and
+    the environment the core adds — as shell lines, without running anything, checking GPUs or needing
+    the backend's env installed."""
     check_topology(t, p.spec, check_visible=False)
     override = python_override or p.recipe.runtime.python.get(p.spec.name)
     python = Path(override) if override else envs.env_python(envs.env_path(p.spec))
     lines = []
-    for node in range(t.nnodes):
+    for node in range(t.nnodes) if nodes is None else nodes:
         node_t = dataclasses.replace(t, node_rank=node)
         backend_dir = p.spec.name if node == 0 else f"{p.spec.name}-node{node}"
         run_dir = out.resolve() / f"{p.recipe.name}-{backend_dir}-{STAMP_PLACEHOLDER}"
         launch = Runner(p, out, node_t, override, [], None).launch(python, run_dir)
-        if node == 0:
+        if not lines:
             lines.append(f"# {p.spec.name}: {describe_launch(launch.job)}")
             if t.master_port is None and t.nnodes == 1 and t.distributed:
                 lines.append("# the rendezvous port is picked free at each run unless --master-port is given")

@@ -299,8 +299,9 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
 
     train = job.train
     checkpoints, predictions = job.path("checkpoints"), job.path("predictions")
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    predictions.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        predictions.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "global_step": 0, "wall_s": 0.0, "train_s": 0.0, "samples": 0}
     if job.raw.get("resume"):
         saved = _load_state(checkpoints)

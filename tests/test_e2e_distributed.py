@@ -1,0 +1,108 @@
+"""Data-parallel training for real on this CPU machine, every backend through its native engine:
+
+* ``--nproc 2``: two replicas on one machine — torchrun + DDP/gloo, paddle.distributed.launch +
+  DataParallel/gloo, msrun + DistributedGradReducer/mccl (two processes each), TensorFlow's
+  MirroredStrategy over two logical CPUs and MXNet's kvstore over two CPU contexts (one process);
+* ``--nnodes 2`` on loopback: two ``ocrbench run`` commands, node ranks 0 and 1, as two machines would.
+
+Each run must train, its replicas end with identical weights (every rank prints a digest of its
+weights to its log), only rank 0 writes results, and metrics.json records the world size and scaling.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import OCRBENCH, ROOT, run_cli
+from ocrbench import distributed, envs
+from ocrbench.backend import get_backend
+
+pytestmark = pytest.mark.e2e
+BACKENDS = ["pytorch", "mxnet", "tensorflow", "mindspore", "paddleocr"]
+DIGEST = re.compile(r"ocrbench: rank (\d+) replica (\d+) weights sha256 ([0-9a-f]{64})")
+SMOKE_TRAIN, EPOCHS = 256, 2          # the smoke recipes' training set and epochs
+FAST = ["--set", "export.formats=[]"]  # exports are tested elsewhere; this is about training
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    envs.resolve_python(get_backend(request.param))   # a clear error if the env is missing
+    return request.param
+
+
+def smoke_recipe(name: str) -> Path:
+    return ROOT / "backends" / name / "smoke.yml"
+
+
+def weight_digests(*run_dirs: Path) -> dict[tuple[int, int], str]:
+    """(rank, replica) -> weights digest, from every log of the runs (the core's native.log, and the
+    per-rank logs of paddle's launch and msrun)."""
+    found: dict[tuple[int, int], str] = {}
+    for run_dir in run_dirs:
+        for log in [run_dir / "native.log", *run_dir.glob("paddle-launch/workerlog.*"), *run_dir.glob("msrun-log/*.log")]:
+            for rank, replica, digest in DIGEST.findall(log.read_text(errors="replace")):
+                found[int(rank), int(replica)] = digest
+    return found
+
+
+def check_data_parallel(run_dir: Path, followers: tuple[Path, ...] = ()) -> dict:
+    """Trained over 2 replicas that agree; rank 0 alone wrote; the world size and scaling recorded."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok", metrics["error"]
+    dist = metrics["distributed"]
+    assert metrics["world_size"] == dist["world_size"] == 2
+    assert dist["global_batch"] == 2 * dist["per_device_batch"] == 64 and dist["lr"] == dist["base_lr"]
+    assert metrics["train"]["samples"] == EPOCHS * SMOKE_TRAIN            # the replicas' samples together
+    assert metrics["train"]["steps"] == EPOCHS * SMOKE_TRAIN // 64        # global batches
+    assert all(point["loss"] is not None for point in metrics["train"]["curve"])
+    digests = weight_digests(run_dir, *followers)
+    assert len(digests) == 2 and len(set(digests.values())) == 1, digests   # the replicas agree
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events].count("start") == 1                  # one writer
+    train_end = next(e for e in events if e["event"] == "train_end")
+    assert set(train_end["weights_sha256"]) == set(digests.values())
+    assert (run_dir / "predictions" / "eval.tsv").is_file() and any((run_dir / "checkpoints").iterdir())
+    for follower in followers:   # another node's run directory: its ranks wrote no results
+        assert not (follower / "metrics.json").exists() and not (follower / "checkpoints").exists()
+        assert not (follower / "predictions").exists() and (follower / "events.jsonl").read_text() == ""
+    return metrics
+
+
+def test_two_cpu_replicas_on_one_machine(backend, tmp_path):
+    result = run_cli("run", smoke_recipe(backend), "--nproc", "2", "--out", tmp_path, *FAST, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    metrics = check_data_parallel(run_dir)
+    expected = {"pytorch": ("torchrun", "gloo"), "paddleocr": ("paddle.distributed.launch", "gloo"),
+                "mindspore": ("msrun", "mccl"), "tensorflow": ("python", None), "mxnet": ("python", None)}
+    launcher, comm = expected[backend]
+    assert metrics["distributed"]["launcher"] == launcher and metrics["distributed"].get("comm") == comm
+    if backend == "tensorflow":
+        assert metrics["distributed"]["strategy"] == "MirroredStrategy"
+        assert metrics["distributed"]["replicas_in_sync"] == 2
+    if backend == "mxnet":
+        assert metrics["distributed"]["kvstore"] == "local" and metrics["distributed"]["contexts"] == 2
+
+
+def test_two_nodes_on_loopback(backend, tmp_path):
+    port = str(distributed.free_port())
+    common = ["run", str(smoke_recipe(backend)), "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", port,
+              "--out", str(tmp_path), *FAST]
+    node1 = subprocess.Popen([*OCRBENCH, *common, "--node-rank", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, cwd=ROOT)
+    try:
+        result = run_cli(*common, "--node-rank", "0", timeout=600)
+        node1_out, _ = node1.communicate(timeout=120)
+    finally:
+        node1.kill()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert node1.returncode == 0 and "node 1: done" in node1_out, node1_out[-3000:]
+    (run_dir,) = [d for d in tmp_path.iterdir() if "-node1-" not in d.name]
+    (follower,) = tmp_path.glob(f"smoke-{backend}-node1-*")
+    metrics = check_data_parallel(run_dir, (follower,))
+    assert metrics["distributed"]["nnodes"] == 2 and metrics["distributed"]["nproc_per_node"] == 1
