@@ -52,8 +52,8 @@ def script_text(p, t: distributed.Topology, recipe: Path, sets: list[str], out: 
         body.append(f"srun --nodes=1 --ntasks-per-node=1 {shlex.join(command)}")
     else:
         port = master_port or distributed.DEFAULT_PORT
-        body += ['MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-                 'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -sd, -)',
+        body += ['HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -sd, -)',
+                 'MASTER_ADDR=${HOSTS%%,*}   # the first node is node 0',
                  "export MASTER_ADDR HOSTS",
                  "srun --nodes=\"$SLURM_NNODES\" --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
                  "  bash -c 'exec \"$@\" --nnodes \"$SLURM_NNODES\" --node-rank \"$SLURM_NODEID\" "
