@@ -252,6 +252,11 @@ class Comparison:
         return not self.mismatches
 
     @property
+    def show_devices(self) -> bool:
+        """Whether the runs trained on different device sets (then a ``devices`` column is shown)."""
+        return len({r.text["devices"] for r in self.rows if r.runs}) > 1
+
+    @property
     def show_seeds(self) -> bool:
         return len({r.text["seeds"] for r in self.rows if r.runs}) > 1 or any(len(r.runs) > 1 for r in self.rows)
 
@@ -284,7 +289,17 @@ def _group_key(run: Run) -> str:
     m = run.metrics
     if m["status"] != "ok":
         return f"failed:{run.path}"
-    return json.dumps([m["backend"]["name"], m["backend"]["version"], recipe_parameters(run)], sort_keys=True)
+    return json.dumps([m["backend"]["name"], m["backend"]["version"], devices(m), recipe_parameters(run)],
+                      sort_keys=True)
+
+
+def devices(m: dict) -> str:
+    """Where a run trained, e.g. ``1 cpu``, ``2 cpu``, ``8 gpu (2 nodes)`` (older files: ``1``)."""
+    dist = m.get("distributed")
+    if not dist:
+        return str(m.get("world_size", 1))
+    nodes = f" ({dist['nnodes']} nodes)" if dist["nnodes"] > 1 else ""
+    return f"{dist['world_size']} {dist['device']}{nodes}"
 
 
 def _row(runs: list[Run], varying: list[str]) -> Row:
@@ -296,7 +311,7 @@ def _row(runs: list[Run], varying: list[str]) -> Row:
     text = {"backend": backend["name"],
             "framework": f"{backend['framework']} {backend['version'] or ''}".strip(),
             "arch": backend["arch"], "seeds": ", ".join(str(s) for s in seeds), "status": status,
-            "native format": native_format(first)}
+            "native format": native_format(first), "devices": devices(first)}
     label = runs[0].run_id if len(runs) == 1 else f"{backend['name']} ({len(runs)} seeds)"
     values = {m.key: aggregate([m.get(r.metrics) for r in runs]) for m in METRICS}
     params = recipe_parameters(runs[0])
@@ -306,7 +321,7 @@ def _row(runs: list[Run], varying: list[str]) -> Row:
 def not_started_row(backend: str, reason: str) -> Row:
     """A row for a backend whose run could not even start (e.g. its environment is not installed)."""
     text = {"backend": backend, "framework": "-", "arch": "-", "seeds": "", "status": f"failed: {reason}",
-            "native format": "-"}
+            "native format": "-", "devices": "-"}
     return Row(backend, [], text, {m.key: Stat(None, None, 0) for m in METRICS}, {}, ok=False)
 
 

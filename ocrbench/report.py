@@ -53,6 +53,8 @@ def metric_cell(comparison: Comparison, row: Row, metric: Metric) -> str:
 
 def text_columns(comparison: Comparison) -> list[str]:
     columns = ["backend", "framework", "arch"]
+    if comparison.show_devices:
+        columns.append("devices")
     if comparison.show_seeds:
         columns.append("seeds")
     return columns

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from ocrbench.compare import aggregate, find_metrics_files, flatten, input_size
+from ocrbench.compare import aggregate, devices, find_metrics_files, flatten, input_size
 from ocrbench.errors import OcrbenchError
 
 
@@ -27,6 +27,13 @@ def test_input_size_reads_the_layout():
     assert input_size({"model": {"input": {"shape": [None, 32, 100, 1], "layout": "NHWC"}}}) == "32x100x1"
     assert input_size({"model": {"input": {"shape": [None, 3, 32, None], "layout": "NCHW"}}}) == "32x?x3"
     assert input_size({"model": {"input": None}}) is None
+
+
+def test_devices_label_where_a_run_trained():
+    assert devices({"world_size": 1}) == "1"                       # files from before `distributed`
+    one = {"world_size": 2, "distributed": {"world_size": 2, "device": "cpu", "nnodes": 1}}
+    assert devices(one) == "2 cpu"
+    assert devices({"distributed": {"world_size": 8, "device": "gpu", "nnodes": 2}}) == "8 gpu (2 nodes)"
 
 
 def test_finding_metrics_files(tmp_path):
