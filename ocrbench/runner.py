@@ -322,6 +322,8 @@ def _finish(processes: list[subprocess.Popen], wait_s: float) -> None:
 def worker_env(t: distributed.Topology, threads: int | None) -> dict[str, str]:
     """Variables the core sets for every process it starts (the rest of its environment is inherited)."""
     env = {"PYTHONUNBUFFERED": "1", "PYTHONNOUSERSITE": "1"}
+    if t.distributed:   # ranks under a launcher check that the core is still there (worker.check_parent)
+        env["OCRBENCH_CORE_PID"] = str(os.getpid())
     if t.gpus == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""
     if threads:  # frameworks that size their pools at import (MXNet) read this

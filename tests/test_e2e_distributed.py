@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,65 @@ def test_two_nodes_on_loopback(backend, tmp_path):
     (follower,) = tmp_path.glob(f"smoke-{backend}-node1-*")
     metrics = check_data_parallel(run_dir, (follower,))
     assert metrics["distributed"]["nnodes"] == 2 and metrics["distributed"]["nproc_per_node"] == 1
+
+
+def running(marker: str) -> list[str]:
+    """Processes whose command line mentions ``marker`` (a run directory)."""
+    found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    return [pid for pid in found if pid.strip()]
+
+
+def test_ctrl_c_stops_every_rank_and_resume_keeps_the_devices(tmp_path):
+    """Ctrl-C reaches torchrun's ranks through the launcher; --resume continues on 2 replicas."""
+    envs.resolve_python(get_backend("pytorch"))
+    command = [*OCRBENCH, "run", str(smoke_recipe("pytorch")), "--nproc", "2", "--out", str(tmp_path),
+               "--set", "train.epochs=100", *FAST]
+    core = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        events = wait_for_checkpoint(tmp_path)
+        core.send_signal(signal.SIGINT)
+        assert core.wait(timeout=60) == 1
+    finally:
+        core.kill()
+    run_dir = events.parent
+    assert running(str(run_dir)) == []                   # no rank left behind
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["error"]["type"] == "Interrupted"
+    result = run_cli("run", "--resume", run_dir, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["train"]["epochs"] == 100
+    assert metrics["distributed"]["world_size"] == 2 and metrics["distributed"]["launcher"] == "torchrun"
+    assert '"resumed"' in (run_dir / "events.jsonl").read_text()
+    digests = weight_digests(run_dir)
+    assert {rank for rank, _ in digests} == {0, 1} and len(set(digests.values())) == 1
+
+
+def wait_for_checkpoint(out: Path, timeout_s: float = 120) -> Path:
+    """The events.jsonl of the run under ``out`` once it records a checkpoint."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for events in out.glob("*/events.jsonl"):
+            if '"checkpoint"' in events.read_text():
+                return events
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint under {out} within {timeout_s} s")
+
+
+def test_a_killed_core_takes_its_ranks_down(tmp_path):
+    """SIGKILL gives the core no chance to stop torchrun: its ranks notice the core is gone and stop."""
+    envs.resolve_python(get_backend("pytorch"))
+    command = [*OCRBENCH, "run", str(smoke_recipe("pytorch")), "--nproc", "2", "--out", str(tmp_path),
+               "--set", "train.epochs=200", *FAST]
+    core = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run_dir = wait_for_checkpoint(tmp_path).parent
+        core.kill()
+        core.wait()
+        deadline = time.monotonic() + 60
+        while running(str(run_dir)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert running(str(run_dir)) == []
+    finally:
+        core.kill()

@@ -235,12 +235,19 @@ class EpochContext:
 
 
 _PARENT = os.getppid()
+_CORE = int(os.environ.get("OCRBENCH_CORE_PID", "0"))   # set by the core; launchers sit in between
 
 
 def check_parent() -> None:
-    """Stop if the core that started this worker is gone (killed hard): never train as an orphan."""
+    """Stop if the core that started this worker is gone (killed hard): never train as an orphan — also
+    when a native launcher (torchrun, msrun, ...) stands between the core and this worker."""
     if os.getppid() != _PARENT:
         raise KeyboardInterrupt
+    if _CORE:
+        try:
+            os.kill(_CORE, 0)
+        except ProcessLookupError:
+            raise KeyboardInterrupt from None
 
 
 def compare_logits(what: str, expected: np.ndarray, got: np.ndarray, atol: float = 1e-3) -> None:
