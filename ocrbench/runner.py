@@ -255,7 +255,8 @@ class Runner:
         events_path.touch()
         with open(run_dir / "native.log", "ab") as log, EventProgress(self.console, scorer) as progress:
             processes = [subprocess.Popen(p.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          cwd=run_dir, env=p.environ(dict(os.environ))) for p in launch.processes]
+                                          cwd=run_dir, env=p.environ(dict(os.environ)), start_new_session=True)
+                         for p in launch.processes]   # own sessions: Ctrl-C reaches the core, which stops them
             main = processes[-1]
             try:
                 with events_path.open(encoding="utf-8") as stream:
@@ -272,7 +273,7 @@ class Runner:
                             break
                         if not chunk:
                             time.sleep(POLL_S)
-                _finish(processes[:-1], wait_s=60 if main.returncode == 0 else 0)
+                _finish(processes, wait_s=60 if main.returncode == 0 else 0)
             except BaseException:
                 _finish(processes, wait_s=0)
                 raise
@@ -300,23 +301,44 @@ class Runner:
 
 
 def _finish(processes: list[subprocess.Popen], wait_s: float) -> None:
-    """Let ``processes`` end by themselves for up to ``wait_s`` seconds, then terminate (SIGTERM; the
-    launchers pass it on to their ranks) and, 30 s later, kill what is left."""
+    """Let ``processes`` end by themselves for up to ``wait_s`` seconds; then send SIGTERM to those
+    still running (the launchers pass it on to their ranks) and, 30 s later, SIGKILL to whatever is left
+    of them **and of everything they had started** — a launcher may exit on SIGTERM and leave its ranks
+    (msrun starts them in their own sessions) or helpers (msrun's ``tail -f`` of the worker logs)."""
+    import psutil
+
     deadline = time.monotonic() + wait_s
     for process in processes:
         try:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
+    running = [process for process in processes if process.poll() is None]
+    family = []
+    for process in running:   # snapshot the descendants before anything exits and orphans them
+        try:
+            family += psutil.Process(process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+    for process in running:
+        process.terminate()
+    for process in running:
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    for child in family:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, left = psutil.wait_procs(family, timeout=10)
+    for child in left:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def worker_env(t: distributed.Topology, threads: int | None) -> dict[str, str]:

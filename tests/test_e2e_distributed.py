@@ -170,3 +170,22 @@ def test_a_killed_core_takes_its_ranks_down(tmp_path):
         assert running(str(run_dir)) == []
     finally:
         core.kill()
+
+
+@pytest.mark.parametrize("name", ["mindspore", "paddleocr"])
+def test_ctrl_c_leaves_nothing_of_other_launchers(name, tmp_path):
+    """Ctrl-C during msrun / paddle's launch: every rank stops, and nothing the launcher started stays
+    (msrun's `tail -f` of its worker logs outlived it before the core killed the launch's process group)."""
+    envs.resolve_python(get_backend(name))
+    command = [*OCRBENCH, "run", str(smoke_recipe(name)), "--nproc", "2", "--out", str(tmp_path),
+               "--set", "train.epochs=200", *FAST]
+    core = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        run_dir = wait_for_checkpoint(tmp_path).parent
+        core.send_signal(signal.SIGINT)
+        assert core.wait(timeout=90) == 1
+    finally:
+        core.kill()
+    assert running(str(run_dir)) == []
+    assert json.loads((run_dir / "metrics.json").read_text())["error"]["type"] == "Interrupted"
