@@ -168,9 +168,9 @@ def plan_launch(launcher: str, t: Topology, python: Path, worker_args: list[str]
         return Launch([Process("worker", [str(python), *worker_args])], base)
     try:
         build = LAUNCHERS[launcher]
-    except KeyError:
-        raise OcrbenchError(f"this backend declares no distributed launcher ({launcher or 'none'}): it trains "
-                            "on one device", hint="use --gpus 1 or --gpus 0") from None
+    except KeyError:   # (a backend without one is refused earlier: runner.check_topology)
+        raise OcrbenchError(f"the backend's spec names an unknown launcher {launcher!r} "
+                            f"(known: {', '.join(LAUNCHERS)})", hint="use --gpus 1 or --gpus 0") from None
     return build(t, str(python), worker_args, run_dir, base)
 
 

@@ -130,7 +130,7 @@ def job_spec(p: Plan, run_dir: Path, dataset: datasets.PreparedDataset, launch: 
     dist = launch.job
     train = {**r["train"], "batch_size": dist["per_device_batch"],
              "optimizer": {**r["train"]["optimizer"], "lr": dist["lr"]}}
-    train["threads"] = train["threads"] or cpu_threads(dist)
+    train["threads"] = process_threads(train["threads"], dist)
     return {
         "schema": JOB_SCHEMA,
         "run_id": run_dir.name,
@@ -186,7 +186,7 @@ class Runner:
         launch = distributed.plan_launch(self.p.spec.launcher, t, python,
                                          worker_args(self.p.spec, run_dir / job_name), run_dir)
         launch.job.update(distributed.scaling(self.p.resolved["train"], t.world_size, origin))
-        threads = self.p.recipe.train.threads or cpu_threads(launch.job)
+        threads = process_threads(self.p.recipe.train.threads, launch.job)
         for process in launch.processes:
             process.env = {**worker_env(t, threads), **process.env}
         return launch
@@ -301,9 +301,9 @@ class Runner:
 
 
 def _finish(processes: list[subprocess.Popen], wait_s: float) -> None:
-    """Let ``processes`` end by themselves for up to ``wait_s`` seconds; then send SIGTERM to those
-    still running (the launchers pass it on to their ranks) and, 30 s later, SIGKILL to whatever is left
-    of them **and of everything they had started** — a launcher may exit on SIGTERM and leave its ranks
+    """Let ``processes`` end by themselves for up to ``wait_s`` seconds; then SIGTERM those still running
+    (the launchers pass it on to their ranks; SIGKILL after 30 s), and last SIGTERM — SIGKILL after 10 s
+    — whatever they had started that is still there: a launcher may exit on SIGTERM and leave its ranks
     (msrun starts them in their own sessions) or helpers (msrun's ``tail -f`` of the worker logs)."""
     import psutil
 
@@ -353,12 +353,12 @@ def worker_env(t: distributed.Topology, threads: int | None) -> dict[str, str]:
     return env
 
 
-def cpu_threads(dist: dict) -> int | None:
-    """Threads per worker process when several CPU worker processes share a node (the cores divided
-    among them); None (all cores) otherwise."""
+def process_threads(recipe_threads: int | None, dist: dict) -> int | None:
+    """Threads per worker process: the recipe's ``train.threads`` if set; else, when several CPU worker
+    processes share a node, the cores divided among them; else None (all cores)."""
     per_node = dist["processes"] // dist["nnodes"]
-    if dist["device"] != "cpu" or per_node <= 1:
-        return None
+    if recipe_threads or dist["device"] != "cpu" or per_node <= 1:
+        return recipe_threads
     return max(1, (os.cpu_count() or 1) // per_node)
 
 

@@ -94,14 +94,17 @@ class MindSporeTrainer:
         threads = job.train["threads"] or os.cpu_count() or 1
         target = "GPU" if job.gpus >= 1 else "CPU"
         ms.set_context(mode=ms.GRAPH_MODE)
-        ms.set_device(target, job.local_rank) if job.gpus >= 1 else ms.set_device(target)
+        if job.gpus >= 1:
+            ms.set_device(target, job.local_rank)   # msrun: one process per GPU
+        else:
+            ms.set_device(target)
         ms.set_seed(job.train["seed"])
         ds.config.set_seed(job.train["seed"])
         random.seed(job.train["seed"])
         np.random.seed(job.train["seed"])
         info = {"device": target, "threads": threads, "mode": "GRAPH_MODE"}
         self.shard = (1, 0)
-        if job.distributed["processes"] > 1:   # started by msrun: join its cluster
+        if job.processes > 1:   # started by msrun: join its cluster
             from mindspore.communication import get_group_size, get_rank, init
 
             init()

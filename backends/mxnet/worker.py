@@ -203,7 +203,7 @@ class MxnetTrainer:
         if self.job.raw["dataset"].get("online"):
             self.train_loader = self._loader("train", ctx.epoch)
         clip = self.job.train["grad_clip"]
-        processes = self.job.distributed["processes"]
+        processes = self.job.processes
         total, batches = 0.0, 0
         for images, labels in self.train_loader:
             batch = images.shape[0]

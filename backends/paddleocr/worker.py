@@ -110,7 +110,7 @@ class PaddleTrainer:
         random.seed(seed)
         np.random.seed(seed)
         info = {"device": paddle.get_device(), "threads": job.train["threads"] or os.cpu_count()}
-        self.parallel = job.distributed["processes"] > 1
+        self.parallel = job.processes > 1
         if self.parallel:   # started by paddle.distributed.launch: join its process group
             paddle.distributed.init_parallel_env()
             info["distributed"] = {"comm": job.distributed["comm"],

@@ -105,7 +105,7 @@ class TorchTrainer:
             name = "cpu"
         self.job = job
         info = {"device": name, "threads": threads, "cuda": torch.version.cuda}
-        if job.distributed["processes"] > 1:   # torchrun set RANK, WORLD_SIZE, MASTER_ADDR/PORT
+        if job.processes > 1:   # torchrun set RANK, WORLD_SIZE, MASTER_ADDR/PORT
             dist.init_process_group(backend=job.distributed["comm"])
             info["distributed"] = {"comm": dist.get_backend(), "torch_world_size": dist.get_world_size()}
         return info

@@ -205,7 +205,7 @@ class TensorFlowTrainer:
         if self.strategy is not None:   # each replica gets its slice of every global batch
             data = self.strategy.experimental_distribute_dataset(data.map(lambda *x: x[:3]).with_options(
                 shard_by_data()))
-        share = self.job.distributed["processes"]
+        share = self.job.processes
         total, batches = 0.0, 0
         with tf.device(self.device):
             for images, labels, lengths, *_ in data:

@@ -99,6 +99,11 @@ class Job:
         return int(self.distributed["local_replicas"])
 
     @property
+    def processes(self) -> int:
+        """Worker processes of the run over all nodes (> 1: this process joins a launcher's group)."""
+        return int(self.distributed["processes"])
+
+    @property
     def process_batch(self) -> int:
         """Images this process loads per step: the per-device batch times its local replicas."""
         return int(self.train["batch_size"]) * self.local_replicas
@@ -326,7 +331,7 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
     last_eval_file = None
     for epoch in range(state["epoch"] + 1, train["epochs"] + 1):
         ctx = EpochContext(epoch, state["global_step"], schedule, events, train["log_every"],
-                           job.distributed["processes"])
+                           job.processes)
         epoch_start = time.perf_counter()
         loss = trainer.train_epoch(ctx)
         epoch_s = time.perf_counter() - epoch_start
