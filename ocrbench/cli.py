@@ -143,9 +143,9 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
         loaded, job = load_run(resume)
         recipe_path = Path(job["recipe_path"]) if job.get("recipe_path") else None
         recorded = job.get("distributed") or {}
-        gpus = job["device"]["gpus"] if gpus is None else gpus
-        if nproc is None and recorded.get("device") == "cpu":
+        if gpus is None and nproc is None and recorded.get("device") == "cpu":   # the devices it had
             nproc = recorded.get("nproc_per_node")
+        gpus = job["device"]["gpus"] if gpus is None else gpus
     elif recipe is None:
         raise OcrbenchError("give a recipe file (or --resume RUN_DIR)")
     elif not many:
