@@ -125,15 +125,45 @@ def running(marker: str) -> list[str]:
     return [pid for pid in found if pid.strip()]
 
 
+def SIGINT_AS_USUAL() -> None:
+    """(preexec_fn) Ctrl-C's default action in the child, even when pytest runs in the background."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_core(args: list[str], out: Path, **popen) -> subprocess.Popen:
+    """``ocrbench run ARGS --out OUT`` in the background, its output kept in OUT/core.log."""
+    with (out / "core.log").open("wb") as log:
+        return subprocess.Popen([*OCRBENCH, "run", *args, "--out", str(out)], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, **popen)
+
+
+def what_happened(out: Path) -> str:
+    """The tails of the core's output and of every log under its run directory, for a failure message."""
+    logs = [out / "core.log", *out.glob("*/native.log"), *out.glob("*/paddle-launch/*"), *out.glob("*/msrun-log/*")]
+    return "\n".join(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}" for log in logs if log.is_file())
+
+
+def wait_for_checkpoint(core: subprocess.Popen, out: Path, timeout_s: float = 180) -> Path:
+    """The events.jsonl of the core's run under ``out`` once it records a checkpoint; fails at once, with
+    the logs, if the core exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for events in out.glob("*/events.jsonl"):
+            if '"checkpoint"' in events.read_text():
+                return events
+        if core.poll() is not None:
+            raise AssertionError(f"the run ended (exit {core.returncode}) before a checkpoint\n{what_happened(out)}")
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint under {out} within {timeout_s} s\n{what_happened(out)}")
+
+
 def test_ctrl_c_stops_every_rank_and_resume_keeps_the_devices(tmp_path):
     """Ctrl-C reaches torchrun's ranks through the launcher; --resume continues on 2 replicas."""
     envs.resolve_python(get_backend("pytorch"))
-    command = [*OCRBENCH, "run", str(smoke_recipe("pytorch")), "--nproc", "2", "--out", str(tmp_path),
-               "--set", "train.epochs=100", *FAST]
-    core = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    core = start_core([str(smoke_recipe("pytorch")), "--nproc", "2", "--set", "train.epochs=100", *FAST], tmp_path,
+                      preexec_fn=SIGINT_AS_USUAL)
     try:
-        events = wait_for_checkpoint(tmp_path)
+        events = wait_for_checkpoint(core, tmp_path)
         core.send_signal(signal.SIGINT)
         assert core.wait(timeout=60) == 1
     finally:
@@ -152,25 +182,12 @@ def test_ctrl_c_stops_every_rank_and_resume_keeps_the_devices(tmp_path):
     assert {rank for rank, _ in digests} == {0, 1} and len(set(digests.values())) == 1
 
 
-def wait_for_checkpoint(out: Path, timeout_s: float = 120) -> Path:
-    """The events.jsonl of the run under ``out`` once it records a checkpoint."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for events in out.glob("*/events.jsonl"):
-            if '"checkpoint"' in events.read_text():
-                return events
-        time.sleep(0.2)
-    raise AssertionError(f"no checkpoint under {out} within {timeout_s} s")
-
-
 def test_a_killed_core_takes_its_ranks_down(tmp_path):
     """SIGKILL gives the core no chance to stop torchrun: its ranks notice the core is gone and stop."""
     envs.resolve_python(get_backend("pytorch"))
-    command = [*OCRBENCH, "run", str(smoke_recipe("pytorch")), "--nproc", "2", "--out", str(tmp_path),
-               "--set", "train.epochs=200", *FAST]
-    core = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    core = start_core([str(smoke_recipe("pytorch")), "--nproc", "2", "--set", "train.epochs=200", *FAST], tmp_path)
     try:
-        run_dir = wait_for_checkpoint(tmp_path).parent
+        run_dir = wait_for_checkpoint(core, tmp_path).parent
         core.kill()
         core.wait()
         deadline = time.monotonic() + 60
@@ -186,12 +203,10 @@ def test_ctrl_c_leaves_nothing_of_other_launchers(name, tmp_path):
     """Ctrl-C during msrun / paddle's launch: every rank stops, and nothing the launcher started stays
     (msrun's `tail -f` of its worker logs outlived it before the core killed the launch's process group)."""
     envs.resolve_python(get_backend(name))
-    command = [*OCRBENCH, "run", str(smoke_recipe(name)), "--nproc", "2", "--out", str(tmp_path),
-               "--set", "train.epochs=200", *FAST]
-    core = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    core = start_core([str(smoke_recipe(name)), "--nproc", "2", "--set", "train.epochs=200", *FAST], tmp_path,
+                      preexec_fn=SIGINT_AS_USUAL)
     try:
-        run_dir = wait_for_checkpoint(tmp_path).parent
+        run_dir = wait_for_checkpoint(core, tmp_path).parent
         core.send_signal(signal.SIGINT)
         assert core.wait(timeout=90) == 1
     finally:
