@@ -177,12 +177,29 @@ class MxnetTrainer:
         self.trainer = gluon.Trainer(self.net.collect_params(), *optimizer_args(job.train["optimizer"]),
                                      kvstore=self.kvstore,
                                      update_on_kvstore=False if self.kvstore is not None else None)
+        if isinstance(self.kvstore, mx.kv.KVStore):
+            self._share_initial_weights()
         self._datasets: dict[str, gluon.data.Dataset] = {}
         self.train_loader = self._loader("train")
         self.trainable = [p for p in self.net.collect_params().values() if p.grad_req != "null"]
         params = sum(p.data().size for p in self.trainable)
         return {"arch": arch, "params": int(params), "classes": job.charset.num_classes,
                 "hybridized": True}
+
+    def _share_initial_weights(self) -> None:
+        """Across machines: every worker takes ps-lite worker 0's initial weights now, before any gradient.
+
+        gluon.Trainer does this lazily inside the first ``allreduce_grads``, which then issues the weight
+        pull and the first gradient push-pull of each key without ordering them (mxnet 1.9.1 on CPU, where
+        the kvstore swaps its receive buffer for the gradient array). The server's value of a key becomes the
+        summed gradient once every worker has pushed it, so a worker whose weight pull was served late
+        started from that sum instead of the weights: one parameter off, replicas that disagree (seen in
+        about 1 run in 3 on a loaded 2-core machine). Waiting for the pull here keeps them identical.
+        ``_init_kvstore``/``_init_params`` are the Trainer's own steps (mxnet is pinned to 1.9.1).
+        """
+        self.trainer._init_kvstore()
+        self.trainer._init_params()
+        mx.nd.waitall()
 
     def steps_per_epoch(self) -> int:
         return len(self.train_loader)
