@@ -19,6 +19,7 @@ import numpy as np
 import paddle
 import yaml
 
+from ocrbench import atomic
 from ocrbench.worker import Job, compare_logits
 
 LABEL_LISTS = {"train": "train_list.txt", "eval": "eval_list.txt"}
@@ -111,11 +112,7 @@ def write_train_config(job: Job, native: Path, path: Path) -> Path | None:
     backbone equivalent, so no config is written for it (returns None)."""
     if job.model["arch"] != "crnn_mobilenetv3":
         return None
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(train_config(job, native), sort_keys=False, allow_unicode=True),
-                   encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, yaml.safe_dump(train_config(job, native), sort_keys=False, allow_unicode=True))
 
 
 # ---------------------------------------------------------------------------------------- checkpoints

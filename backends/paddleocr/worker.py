@@ -146,7 +146,8 @@ class PaddleTrainer:
         self.max_len = job.raw["dataset"]["max_label_len"]
         self.best = {"acc": -1.0, "epoch": 0}
         self.is_best = False
-        ppocr_formats.write_train_config(job, self.native, job.run_dir / "config.yml")
+        if job.rank == 0:   # rank 0 writes (two ranks replacing one file raced: a missing temp file)
+            ppocr_formats.write_train_config(job, self.native, job.run_dir / "config.yml")
         params = sum(int(np.prod(p.shape)) for p in self.model.parameters() if not p.stop_gradient)
         return {"arch": self.arch, "params": params, "classes": job.charset.num_classes,
                 "paddleocr_config": "config.yml"}
