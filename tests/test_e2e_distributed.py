@@ -127,7 +127,7 @@ def running(marker: str) -> list[str]:
     return [pid for pid in found if pid.strip()]
 
 
-def SIGINT_AS_USUAL() -> None:
+def default_sigint() -> None:
     """(preexec_fn) Ctrl-C's default action in the child, even when pytest runs in the background."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -145,7 +145,7 @@ def what_happened(out: Path) -> str:
     return "\n".join(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}" for log in logs if log.is_file())
 
 
-def wait_for_checkpoint(core: subprocess.Popen, out: Path, timeout_s: float = 180) -> Path:
+def wait_for_checkpoint(core: subprocess.Popen, out: Path, timeout_s: float = 120) -> Path:
     """The events.jsonl of the core's run under ``out`` once it records a checkpoint; fails at once, with
     the logs, if the core exits first."""
     deadline = time.monotonic() + timeout_s
@@ -163,7 +163,7 @@ def test_ctrl_c_stops_every_rank_and_resume_keeps_the_devices(tmp_path):
     """Ctrl-C reaches torchrun's ranks through the launcher; --resume continues on 2 replicas."""
     envs.resolve_python(get_backend("pytorch"))
     core = start_core([str(smoke_recipe("pytorch")), "--nproc", "2", "--set", "train.epochs=100", *FAST], tmp_path,
-                      preexec_fn=SIGINT_AS_USUAL)
+                      preexec_fn=default_sigint)
     try:
         events = wait_for_checkpoint(core, tmp_path)
         core.send_signal(signal.SIGINT)
@@ -206,7 +206,7 @@ def test_ctrl_c_leaves_nothing_of_other_launchers(name, tmp_path):
     (msrun's `tail -f` of its worker logs outlived it before the core killed the launch's process group)."""
     envs.resolve_python(get_backend(name))
     core = start_core([str(smoke_recipe(name)), "--nproc", "2", "--set", "train.epochs=200", *FAST], tmp_path,
-                      preexec_fn=SIGINT_AS_USUAL)
+                      preexec_fn=default_sigint)
     try:
         run_dir = wait_for_checkpoint(core, tmp_path).parent
         core.send_signal(signal.SIGINT)
