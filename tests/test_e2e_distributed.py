@@ -42,12 +42,19 @@ def smoke_recipe(name: str) -> Path:
     return ROOT / "backends" / name / "smoke.yml"
 
 
+def run_logs(run_dir: Path) -> list[Path]:
+    """The run's logs: the core's native.log, and the launcher's own and per-rank logs (paddle's launch
+    writes ``default.*.log`` and ``workerlog.K``, msrun ``*.log``)."""
+    launcher = [log for folder in sorted(LAUNCHER_LOGS) for pattern in ("*.log", "workerlog.*")
+                for log in sorted((run_dir / folder).glob(pattern))]
+    return [run_dir / "native.log", *launcher]
+
+
 def weight_digests(*run_dirs: Path) -> dict[tuple[int, int], str]:
-    """(rank, replica) -> weights digest, from every log of the runs (the core's native.log, and the
-    per-rank logs of paddle's launch and msrun)."""
+    """(rank, replica) -> weights digest, from every log of the runs."""
     found: dict[tuple[int, int], str] = {}
     for run_dir in run_dirs:
-        for log in [run_dir / "native.log", *run_dir.glob("paddle-launch/workerlog.*"), *run_dir.glob("msrun-log/*.log")]:
+        for log in run_logs(run_dir):
             for rank, replica, digest in DIGEST.findall(log.read_text(errors="replace")):
                 found[int(rank), int(replica)] = digest
     return found
@@ -141,7 +148,7 @@ def start_core(args: list[str], out: Path, **popen) -> subprocess.Popen:
 
 def what_happened(out: Path) -> str:
     """The tails of the core's output and of every log under its run directory, for a failure message."""
-    logs = [out / "core.log", *out.glob("*/native.log"), *out.glob("*/paddle-launch/*"), *out.glob("*/msrun-log/*")]
+    logs = [out / "core.log", *(log for run_dir in sorted(out.iterdir()) if run_dir.is_dir() for log in run_logs(run_dir))]
     return "\n".join(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}" for log in logs if log.is_file())
 
 
