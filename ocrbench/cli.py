@@ -250,7 +250,8 @@ def smoke(backend: str = typer.Option("all", "--backend", help="'all' or a comma
           set_: List[str] = typer.Option([], "--set", help=SET_HELP)):
     """Run each backend's tiny synthetic smoke recipe (seconds to a minute each) and report pass/fail.
 
-    A backend passes when its run completes, is scored and every export it asks for is made and checked.
+    A backend passes when its run completes, is scored, reaches its recipe's train.target_acc (the learning
+    threshold; a recipe without one proves plumbing only) and every export it asks for is made and checked.
     Exits 1 if any backend fails.
     """
     from rich.markup import escape
@@ -265,13 +266,15 @@ def smoke(backend: str = typer.Option("all", "--backend", help="'all' or a comma
     outcomes = sweep.run_each(names, lambda name: load_recipe(get_backend(name).smoke_recipe, set_, name), out,
                               None, sys.argv, console, install=install)
     table = Table(title="ocrbench smoke", show_header=True)
-    for column in ("backend", "result", "seconds", "seq acc", "reason"):
+    for column in ("backend", "result", "seconds", "seq acc", "must reach", "reason"):
         table.add_column(column, overflow="fold")
     for outcome in outcomes:
         failure = sweep.smoke_failure(outcome)
         acc = outcome.metrics["eval"]["seq_acc"] if outcome.metrics else None
+        target = sweep.learning_threshold(outcome.metrics) if outcome.metrics else None
         table.add_row(outcome.backend, "[green]pass[/green]" if failure is None else "[bold red]FAIL[/bold red]",
-                      f"{outcome.seconds:.1f}", "-" if acc is None else f"{acc:.4f}", escape(failure or ""))
+                      f"{outcome.seconds:.1f}", "-" if acc is None else f"{acc:.4f}",
+                      "- (plumbing only)" if target is None else f"{target:g}", escape(failure or ""))
     console.print(table)
     if junit is not None:
         sweep.write_junit(junit, outcomes)

@@ -103,6 +103,9 @@ class CaptchaData(_DataCommon):
     train_size: int = Field(10000, ge=1, le=10_000_000)
     eval_size: int = Field(1000, ge=1, le=10_000_000)
     seed: int = Field(0, ge=0)
+    noise: bool = Field(True, description="false: clean text instead of a captcha — upright, dark on "
+                                          "light, no rotation, warping, overlap, noise or smoothing (the smoke "
+                                          "recipes' learnable task)")
     online: bool = Field(False, description="render fresh training captchas on the fly in the worker "
                                             "every epoch (backends that support it); eval stays fixed")
 

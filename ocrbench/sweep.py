@@ -85,8 +85,9 @@ def run_each(names: list[str], load: Callable[[str], tuple[Recipe, Path]], out: 
 
 # ------------------------------------------------------------------------------------------------ smoke
 def smoke_failure(outcome: Outcome) -> str | None:
-    """Why a smoke run did not pass (None when it passed): it must complete, be scored, and every export
-    it asked for must have been made and checked."""
+    """Why a smoke run did not pass (None when it passed): it must complete, be scored, reach its recipe's
+    learning threshold (``train.target_acc``, when the recipe sets one) and every export it asked for must
+    have been made and checked."""
     if outcome.not_started is not None:
         return outcome.not_started
     metrics = outcome.metrics
@@ -95,8 +96,18 @@ def smoke_failure(outcome: Outcome) -> str | None:
         return f"{error['stage']}: {error['type']}: {error['message']}"
     if metrics["eval"]["seq_acc"] is None:
         return "no evaluation was scored"
-    failed = [f"export {x['format']} failed: {x['error']}" for x in metrics["exports"] if not x["ok"]]
-    return "; ".join(failed) or None
+    problems = [f"export {x['format']} failed: {x['error']}" for x in metrics["exports"] if not x["ok"]]
+    target = learning_threshold(metrics)
+    if target is not None and metrics["eval"]["seq_acc"] < target:
+        problems.insert(0, f"did not learn: sequence accuracy {metrics['eval']['seq_acc']:.4f} is below the "
+                           f"recipe's train.target_acc {target:g}")
+    return "; ".join(problems) or None
+
+
+def learning_threshold(metrics: dict) -> float | None:
+    """The sequence accuracy a smoke run must reach: its recipe's ``train.target_acc`` (None: the recipe
+    sets none, and the run proves only that the pipeline works, not that the backend learns)."""
+    return metrics["recipe"]["resolved"]["train"]["target_acc"]
 
 
 def junit_xml(outcomes: list[Outcome]) -> str:

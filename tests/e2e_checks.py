@@ -86,6 +86,25 @@ def extend_by_resume(run_dir: Path, backend: str, eval_n: int) -> dict:
     return metrics
 
 
+PLUMBING = "data.train_size=256"   # a --set for runs that test the pipeline, not learning: seconds per epoch
+
+
+def recipe_epochs(recipe: Path) -> int:
+    """``train.epochs`` of a recipe file."""
+    import yaml
+
+    return yaml.safe_load(recipe.read_text(encoding="utf-8"))["train"]["epochs"]
+
+
+def check_learned(metrics: dict) -> float:
+    """The run learned: its recipe states a learning threshold (train.target_acc) and the final sequence
+    accuracy reached it (what `ocrbench smoke` requires of a smoke recipe)."""
+    target = metrics["recipe"]["resolved"]["train"]["target_acc"]
+    assert target is not None and metrics["eval"]["seq_acc"] >= target, (metrics["eval"], target)
+    assert metrics["train"]["time_to_target_s"] is not None
+    return metrics["eval"]["seq_acc"]
+
+
 SMALL_CRNN = "{input_width: 64, channels: [8, 16, 32, 32, 64, 64, 64], hidden: 32}"  # 132,107 params
 
 
@@ -93,7 +112,7 @@ def check_small_crnn(recipe: Path, out: Path, backend: str, formats: list[str], 
     """One epoch of the shared crnn (a small instance) on a backend's smoke set: a complete run with
     PyTorch's parameter count, every requested export made, checked and recorded with the backend's
     blank index."""
-    run_dir = smoke(recipe, out, "model.arch=crnn", f"model.params={SMALL_CRNN}", "train.epochs=1",
+    run_dir = smoke(recipe, out, "model.arch=crnn", f"model.params={SMALL_CRNN}", "train.epochs=1", PLUMBING,
                     f"export.formats=[{', '.join(formats)}]")
     metrics = check_complete_run(run_dir, backend, epochs=1, eval_n=64)
     from ocrbench.recipe import CrnnParams

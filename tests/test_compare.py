@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import ROOT, run_cli
+from e2e_checks import PLUMBING
 from ocrbench.backend import get_backend
 
 pytestmark = pytest.mark.e2e
@@ -28,10 +29,10 @@ def installed_backends() -> list[str]:
 def runs(tmp_path_factory):
     """One recipe on every installed backend, plus a second seed on pytorch (aggregation)."""
     out = tmp_path_factory.mktemp("runs")
-    result = run_cli("run", SMOKE_CRNN, "--backend", "all", "--out", out, "--set", "export.formats=[native, onnx]")
+    result = run_cli("run", SMOKE_CRNN, "--set", PLUMBING, "--backend", "all", "--out", out, "--set", "export.formats=[native, onnx]")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "comparison" in result.stdout
-    seed = run_cli("run", SMOKE_CRNN, "--out", out, "--set", "train.seed=8", "--set", "export.formats=[native]")
+    seed = run_cli("run", SMOKE_CRNN, "--set", PLUMBING, "--out", out, "--set", "train.seed=8", "--set", "export.formats=[native]")
     assert seed.returncode == 0, seed.stdout + seed.stderr
     return out
 
@@ -107,7 +108,7 @@ def test_table_markdown_csv_html_and_plot(runs, tmp_path):
 
 def test_guard_refuses_other_dataset_unless_forced(runs, tmp_path):
     other = tmp_path / "other"
-    result = run_cli("run", SMOKE_CRNN, "--out", other, "--set", "data.seed=8", "--set", "train.epochs=1",
+    result = run_cli("run", SMOKE_CRNN, "--set", PLUMBING, "--out", other, "--set", "data.seed=8", "--set", "train.epochs=1",
                      "--set", "export.formats=[]")
     assert result.returncode == 0, result.stdout + result.stderr
     refused = run_cli("compare", runs, other)
@@ -120,7 +121,7 @@ def test_guard_refuses_other_dataset_unless_forced(runs, tmp_path):
 
 def test_a_failing_backend_does_not_stop_the_others(tmp_path):
     # torchscript is a PyTorch export: mxnet cannot start this recipe, pytorch still runs
-    result = run_cli("run", SMOKE_CRNN, "--backend", "mxnet,pytorch", "--out", tmp_path,
+    result = run_cli("run", SMOKE_CRNN, "--set", PLUMBING, "--backend", "mxnet,pytorch", "--out", tmp_path,
                      "--set", "export.formats=[torchscript]", "--set", "train.epochs=1")
     assert result.returncode == 1
     assert "mxnet: did not start" in result.stdout and "cannot export ['torchscript']" in result.stdout
@@ -143,3 +144,12 @@ def test_smoke_command_with_junit(tmp_path):
     assert failing.returncode == 1 and "FAIL" in failing.stdout
     case = ET.parse(junit).getroot().find("testsuite/testcase")
     assert "cannot export ['savedmodel']" in case.find("failure").get("message")
+
+
+def test_smoke_fails_a_backend_that_does_not_learn(tmp_path):
+    junit = tmp_path / "smoke.xml"
+    result = run_cli("smoke", "--backend", "pytorch", "--out", tmp_path / "runs", "--junit", junit,
+                     "--set", PLUMBING, "--set", "train.epochs=1", "--set", "export.formats=[]")
+    assert result.returncode == 1 and "FAIL" in result.stdout, result.stdout + result.stderr
+    message = ET.parse(junit).getroot().find("testsuite/testcase/failure").get("message")
+    assert message.startswith("did not learn: sequence accuracy") and "train.target_acc 0.9" in message

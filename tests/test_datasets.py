@@ -5,6 +5,7 @@ import io
 import json
 
 import lmdb
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -38,6 +39,19 @@ def test_same_seed_same_bytes_whatever_the_worker_count(isolated_home, tmp_path,
     assert one.fingerprint == two.fingerprint
     assert tree_digest(one.root) == tree_digest(two.root)
     assert one.manifest["splits"]["train"]["n"] == 30 and one.manifest["splits"]["eval"]["n"] == 10
+
+
+def test_clean_text_is_deterministic_and_dark_on_light(isolated_home, tmp_path, monkeypatch):
+    clean = captcha(noise=False, workers=1, min_len=2, max_len=3)
+    one = datasets.prepare(clean, tmp_path, quiet)
+    monkeypatch.setenv("OCRBENCH_HOME", str(tmp_path / "other-home"))
+    two = datasets.prepare({**clean, "workers": 2}, tmp_path, quiet)
+    assert one.fingerprint == two.fingerprint and tree_digest(one.root) == tree_digest(two.root)
+    assert one.fingerprint != datasets.prepare(captcha(min_len=2, max_len=3), tmp_path, quiet).fingerprint
+    for sample in one.samples("train"):
+        with Image.open(one.root / sample.path) as image:
+            gray = np.asarray(image.convert("L"))
+        assert (gray <= 80).any() and np.median(gray) >= 215   # dark text (gray 0-80) on light (215-255)
 
 
 def test_different_seed_different_fingerprint(isolated_home, tmp_path):

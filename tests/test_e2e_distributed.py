@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import OCRBENCH, ROOT, run_cli
+from e2e_checks import PLUMBING
 from ocrbench import distributed, envs
 from ocrbench.backend import get_backend
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.e2e
 BACKENDS = ["pytorch", "mxnet", "tensorflow", "mindspore", "paddleocr"]
 DIGEST = re.compile(r"ocrbench: rank (\d+) replica (\d+) weights sha256 ([0-9a-f]{64})")
 SMOKE_TRAIN, EPOCHS = 256, 2          # the smoke recipes' training set and epochs
-FAST = ["--set", "export.formats=[]"]  # exports are tested elsewhere; this is about training
+FAST = ["--set", "export.formats=[]", "--set", PLUMBING]  # exports are tested elsewhere; this is about training
 LAUNCHER_LOGS = {"paddle-launch", "msrun-log"}   # per-rank logs of paddle's launch and msrun
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from backends.mindspore.spec import WarpCtcParams
 from conftest import ROOT
-from e2e_checks import (backend_python, check_complete_run, check_exports, check_onnx_parity,
+from e2e_checks import (check_learned, recipe_epochs, backend_python, check_complete_run, check_exports, check_onnx_parity,
                         check_reloaded_parity, check_small_crnn, extend_by_resume, in_env, smoke)
 from ocrbench.recipe import CrnnParams
 
@@ -26,7 +26,8 @@ def warpctc_run(tmp_path_factory, ms_python):
 
 
 def test_warpctc_smoke_run(warpctc_run):
-    metrics = check_complete_run(warpctc_run, "mindspore", epochs=2, eval_n=64)
+    metrics = check_complete_run(warpctc_run, "mindspore", epochs=recipe_epochs(SMOKE), eval_n=64)
+    check_learned(metrics)
     assert metrics["backend"]["version"] == "2.10.0" and metrics["backend"]["arch"] == "warpctc"
     assert metrics["model"]["params"] == WarpCtcParams(**metrics["model"]["arch_params"]).param_count(11)
     exports = check_exports(warpctc_run, metrics, {"mindir", "onnx"}, blank=BLANK_LAST)

@@ -6,7 +6,7 @@ import pytest
 
 from backends.mxnet.spec import LstmCtcParams
 from conftest import ROOT
-from e2e_checks import (backend_python, check_complete_run, check_exports, check_reloaded_parity, check_small_crnn,
+from e2e_checks import (PLUMBING, check_learned, recipe_epochs, backend_python, check_complete_run, check_exports, check_reloaded_parity, check_small_crnn,
                         extend_by_resume, in_env, smoke)
 from ocrbench.recipe import CrnnParams
 
@@ -26,7 +26,8 @@ def lstm_run(tmp_path_factory, mx_python):
 
 
 def test_lstm_ctc_smoke_run(lstm_run):
-    metrics = check_complete_run(lstm_run, "mxnet", epochs=2, eval_n=64)
+    metrics = check_complete_run(lstm_run, "mxnet", epochs=recipe_epochs(SMOKE), eval_n=64)
+    check_learned(metrics)
     assert metrics["backend"]["version"] == "1.9.1" and metrics["backend"]["arch"] == "lstm_ctc"
     assert metrics["model"]["params"] == LstmCtcParams(**metrics["model"]["arch_params"]).param_count(11)
     exports = check_exports(lstm_run, metrics, {"mxnet", "onnx"})
@@ -63,7 +64,7 @@ def test_shared_crnn_has_the_pytorch_parameter_count(tmp_path, mx_python):
 
 
 def test_online_captchas_and_resume(tmp_path, mx_python):
-    run_dir = smoke(SMOKE, tmp_path, "data.online=true", "model.params.standardize=false", "train.epochs=1",
+    run_dir = smoke(SMOKE, tmp_path, "data.online=true", "model.params.standardize=false", "train.epochs=1", PLUMBING,
                     "export.formats=[]")
     check_complete_run(run_dir, "mxnet", epochs=1, eval_n=64)
     events = [json.loads(l) for l in (run_dir / "events.jsonl").read_text().splitlines()]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import OCRBENCH, ROOT, run_cli
-from e2e_checks import check_complete_run, check_exports, check_onnx_parity, check_reloaded_parity
+from e2e_checks import PLUMBING, check_learned, recipe_epochs, check_complete_run, check_exports, check_onnx_parity, check_reloaded_parity
 from ocrbench import envs
 from ocrbench.backend import get_backend
 from ocrbench.recipe import CrnnParams
@@ -36,7 +36,8 @@ def smoke_run(tmp_path_factory, torch_python):
 
 
 def test_smoke_run_writes_a_complete_valid_run(smoke_run):
-    metrics = check_complete_run(smoke_run[0], "pytorch", epochs=2, eval_n=64)
+    metrics = check_complete_run(smoke_run[0], "pytorch", epochs=recipe_epochs(SMOKE), eval_n=64)
+    check_learned(metrics)
     assert metrics["backend"]["version"].startswith("2.13")
     assert metrics["model"]["params"] == CrnnParams(**metrics["model"]["arch_params"]).param_count(11)
 
@@ -85,7 +86,8 @@ def test_export_and_eval_commands(smoke_run, tmp_path):
 def test_default_relative_out_directory(tmp_path, torch_python):
     # `ocrbench run RECIPE` writes to ./runs: the worker, started inside the run directory, must still
     # find its job (the main job, `make captcha`, runs like this)
-    result = run_cli("run", SMOKE, "--set", "train.epochs=1", "--set", "export.formats=[]", cwd=tmp_path)
+    result = run_cli("run", SMOKE, "--set", "train.epochs=1", "--set", "export.formats=[]", "--set", PLUMBING,
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     (metrics,) = (tmp_path / "runs").glob("*/metrics.json")
     assert json.loads(metrics.read_text())["status"] == "ok"
@@ -134,7 +136,7 @@ def test_missing_gpu_fails_before_anything_starts(tmp_path):
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, torch_python):
     out = tmp_path / "runs"
-    command = [*OCRBENCH, "run", str(SMOKE), "--out", str(out), "--set", "train.epochs=40"]
+    command = [*OCRBENCH, "run", str(SMOKE), "--out", str(out), "--set", "train.epochs=40", "--set", PLUMBING]
     # a shell starting the suite in the background leaves SIGINT ignored, and Python then keeps it so:
     # give the CLI the default disposition, as in a terminal, so that Ctrl-C (SIGINT) is what is tested
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
