@@ -12,10 +12,7 @@ The directory name is a hash of the data recipe (plus generator versions, and fo
 files' contents and the images' sizes and times), so a second run with the same recipe reuses it. The
 directory is built under a temporary name and renamed into place: it is either complete or absent.
 
-Captcha determinism: the ``captcha`` package draws its randomness from ``secrets``. Each sample gets its
-own ``random.Random`` seeded from ``(seed, split, index)`` and the package's ``secrets`` calls are served
-from it while that sample is drawn, so the bytes of every image depend only on the recipe — not on the
-number of worker processes or the order they run in.
+Captchas are drawn by ``ocrbench.captcha_renderer``: every image's bytes depend only on the recipe.
 """
 
 from __future__ import annotations
@@ -31,9 +28,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from ocrbench import atomic
+from ocrbench.captcha_renderer import render_captcha
 from ocrbench.errors import OcrbenchError
 from ocrbench.home import datasets_dir
 from ocrbench.labels import (LabelFileError, Sample, format_label_lines, is_safe_relative, iter_label_file,
@@ -76,70 +74,7 @@ def open_prepared(root: Path) -> PreparedDataset:
     return PreparedDataset(root, json.loads(manifest.read_text()))
 
 
-# ------------------------------------------------------------------------------------ seeded captcha
-class _SeededSecrets:
-    """Stands in for the ``secrets`` module inside ``captcha.image``, drawing from a seeded Random."""
-
-    def __init__(self, rng):
-        self._rng = rng
-
-    def randbelow(self, n: int) -> int:
-        return self._rng.randrange(n)
-
-    def randbits(self, k: int) -> int:
-        return self._rng.getrandbits(k)
-
-    def choice(self, seq):
-        return self._rng.choice(seq)
-
-
-@contextlib.contextmanager
-def seeded_captcha(rng) -> Iterator[None]:
-    """Serve the captcha package's random draws from ``rng`` for the duration of the block."""
-    import captcha.image as captcha_image
-
-    original = captcha_image.secrets
-    captcha_image.secrets = _SeededSecrets(rng)
-    try:
-        yield
-    finally:
-        captcha_image.secrets = original
-
-
-_GENERATORS: dict[tuple, object] = {}
-
-
-def _generator(width: int, height: int, fonts: tuple[str, ...], sizes: tuple[int, ...]):
-    from captcha.image import ImageCaptcha
-
-    key = (width, height, fonts, sizes)
-    if key not in _GENERATORS:
-        _GENERATORS[key] = ImageCaptcha(width=width, height=height, fonts=list(fonts) or None,
-                                        font_sizes=sizes)
-    return _GENERATORS[key]
-
-
-def sample_text(rng, charset: str, min_len: int, max_len: int) -> str:
-    """The label of one captcha: a length in [min_len, max_len], then that many characters."""
-    length = rng.randint(min_len, max_len)
-    return "".join(rng.choice(charset) for _ in range(length))
-
-
-def render_captcha(config: dict, split: str, index: int) -> tuple[bytes, str]:
-    """PNG bytes and text of sample ``index`` of ``split``; a pure function of its arguments."""
-    import random
-
-    rng = random.Random(f"ocrbench-captcha:{config['seed']}:{split}:{index}")
-    text = sample_text(rng, config["charset"], config["min_len"], config["max_len"])
-    generator = _generator(config["width"], config["height"], tuple(config["fonts"]),
-                           tuple(config["font_sizes"]))
-    with seeded_captcha(rng):
-        image = generator.generate_image(text)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False, compress_level=6)
-    return buffer.getvalue(), text
-
-
+# ------------------------------------------------------------------------------------------ captcha
 def _captcha_chunk(task: tuple[dict, str, int, int, str]) -> list[tuple[str, str, str]]:
     """Render samples [start, stop) of a split into ``out``; returns (relpath, sha256, text) rows."""
     config, split, start, stop, out = task
