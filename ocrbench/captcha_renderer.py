@@ -83,3 +83,15 @@ def render_captcha(config: dict, split: str, index: int) -> tuple[bytes, str]:
     image.save(buffer, format="PNG", optimize=False, compress_level=6)
     return buffer.getvalue(), text
 
+
+def font_problem(path: str, sizes: list[int]) -> str | None:
+    """Why pillow cannot load ``path`` as a font at each of ``sizes`` (points), as the renderer will;
+    None when it can."""
+    from PIL import ImageFont
+
+    for size in sizes:
+        try:
+            ImageFont.truetype(path, size)
+        except (OSError, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return None

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from ocrbench import atomic
-from ocrbench.captcha_renderer import render_captcha
+from ocrbench.captcha_renderer import font_problem, render_captcha
 from ocrbench.errors import OcrbenchError
 from ocrbench.home import datasets_dir
 from ocrbench.labels import (LabelFileError, Sample, format_label_lines, is_safe_relative, iter_label_file,
@@ -172,7 +172,8 @@ def _content_config(data: dict, base_dir: Path) -> dict:
     """The part of the data section that determines the dataset's content, paths made absolute."""
     config = {k: v for k, v in data.items() if k not in ("workers", "online")}
     if data["source"] == "captcha":
-        config["fonts"] = [str(_existing(base_dir, f, f"data.fonts[{i}]")) for i, f in enumerate(data["fonts"])]
+        config["fonts"] = [str(_font(base_dir, f, f"data.fonts[{i}]", data["font_sizes"]))
+                           for i, f in enumerate(data["fonts"])]
         return config
     for field in ("train", "eval", "root", "charset_file"):
         if config.get(field):
@@ -185,6 +186,17 @@ def _existing(base_dir: Path, value: str, key: str) -> Path:
     path = (base_dir / Path(value).expanduser()).resolve()
     if not path.exists():
         raise OcrbenchError(f"{key}: {path} does not exist", hint="paths are relative to the recipe file")
+    return path
+
+
+def _font(base_dir: Path, value: str, key: str, sizes: list[int]) -> Path:
+    """A font file that exists and that pillow can load at every size (points), checked before rendering."""
+    path = _existing(base_dir, value, key)
+    problem = font_problem(str(path), sizes)
+    if problem is not None:
+        raise OcrbenchError(f"{key}: {path} cannot be loaded as a font ({problem})",
+                            hint="give a TrueType/OpenType file (.ttf, .otf), or leave data.fonts empty for "
+                                 "the captcha package's default font")
     return path
 
 
