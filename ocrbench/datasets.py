@@ -399,7 +399,8 @@ def _build_filenames(data: dict, config: dict, out: Path, log) -> tuple[dict, st
         if not folder.is_dir():
             raise OcrbenchError(f"data.{split}: {folder} is not a directory",
                                 hint="point it at a folder of <index>-<text>.png images (WarpCTC: data/train)")
-        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                       key=lambda p: _natural_key(p, separator))
         importer = _Importer(data, out, split, charset)
         for path in files:
             _, found, text = path.stem.partition(separator)
@@ -413,9 +414,9 @@ def _build_filenames(data: dict, config: dict, out: Path, log) -> tuple[dict, st
     return rows, _derived_charset(rows, charset), skipped
 
 
-def _natural_key(path: Path) -> tuple:
-    """Order ``2-x.png`` before ``10-y.png`` (the numeric index first, then the name)."""
-    head = path.stem.split("-", 1)[0]
+def _natural_key(path: Path, separator: str) -> tuple:
+    """Order ``2-x.png`` before ``10-y.png`` (the numeric index before ``separator`` first, then the name)."""
+    head = path.stem.split(separator, 1)[0]
     return (0, int(head), path.name) if head.isdigit() else (1, 0, path.name)
 
 

@@ -142,6 +142,13 @@ def test_filenames_source_reads_warpctc_layout_in_index_order(isolated_home, tmp
 
 
 
+def test_filenames_natural_order_uses_the_configured_separator(isolated_home, tmp_path):
+    names = ["10_5.png", "2_0931.png", "1_12.png"]
+    data = FilenamesData(**warpctc_dirs(tmp_path, names), separator="_").model_dump(mode="json")
+    (tmp_path / "data" / "test" / "0-7.png").rename(tmp_path / "data" / "test" / "0_7.png")
+    ds = datasets.prepare(data, tmp_path, quiet)
+    assert [s.text for s in ds.samples("train")] == ["12", "0931", "5"]   # 1, 2, 10: natural order
+
 def test_filenames_source_names_a_file_without_label(isolated_home, tmp_path):
     data = FilenamesData(**warpctc_dirs(tmp_path, ["1-12.png", "nolabel.png"])).model_dump(mode="json")
     with pytest.raises(OcrbenchError) as info:
