@@ -119,9 +119,8 @@ def prepare(data: dict, base_dir: Path, log: Callable[[str], None] = print) -> P
         (tmp / "images" / split).mkdir(parents=True)
     started = time.monotonic()
     try:
-        builder = {"captcha": _build_captcha, "labelfile": _build_labelfile, "lmdb": _build_lmdb,
-                   "filenames": _build_filenames, "csv": _build_csv}
-        rows, charset, skipped = builder[data["source"]](data, config, tmp, log)
+        build = _build_captcha if data["source"] == "captcha" else _build_import
+        rows, charset, skipped = build(data, config, tmp, log)
         manifest = _finish(tmp, config, key, rows, charset, skipped, time.monotonic() - started)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -285,7 +284,6 @@ class _Importer:
         (self.out / relpath).write_bytes(image)
         self.rows.append((relpath, hashlib.sha256(image).hexdigest(), text))
 
-
     def add_from_root(self, where: str, root: Path, relpath: str, text: str) -> None:
         """Add the image at ``root / relpath``; a path that escapes ``root`` is a bad sample."""
         image_path = root / relpath
@@ -332,24 +330,31 @@ def _derived_charset(rows: dict[str, list], given: str | None) -> str:
     return "".join(chars)
 
 
-def _build_labelfile(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+def _build_import(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+    """Import both splits of a labelfile, lmdb, filenames or csv source through one ``_Importer`` each."""
     charset = _import_charset(data, config)
-    root = Path(config["root"])
+    feed = _FEEDS[data["source"]]
     rows, skipped = {}, {}
     for split in SPLITS:
-        label_path = Path(config[split])
-        try:
-            samples_with_lines = _read_with_lines(label_path, data["delimiter"])
-        except UnicodeDecodeError:
-            raise OcrbenchError(f"data.{split}: {label_path} is not UTF-8 text") from None
         importer = _Importer(data, out, split, charset)
-        for line, sample in samples_with_lines:
-            where = f"{label_path}:{line}"
-            importer.add_from_root(where, root, sample.path, sample.text)
+        origin = feed(data, config, split, importer)
         rows[split], skipped[split] = importer.rows, importer.skipped
-        log(f"dataset: imported {len(importer.rows)} {split} samples from {label_path}"
+        log(f"dataset: imported {len(importer.rows)} {split} samples from {origin}"
             + (f", skipped {importer.skipped}" if importer.skipped else ""))
     return rows, _derived_charset(rows, charset), skipped
+
+
+# Each feed hands one split's samples to the importer and returns what it read them from (for the log).
+def _feed_labelfile(data: dict, config: dict, split: str, importer: _Importer) -> str:
+    """``path<TAB>text`` lines; image paths are relative to ``data.root``."""
+    label_path = Path(config[split])
+    try:
+        samples_with_lines = _read_with_lines(label_path, data["delimiter"])
+    except UnicodeDecodeError:
+        raise OcrbenchError(f"data.{split}: {label_path} is not UTF-8 text") from None
+    for line, sample in samples_with_lines:
+        importer.add_from_root(f"{label_path}:{line}", Path(config["root"]), sample.path, sample.text)
+    return str(label_path)
 
 
 def _read_with_lines(path: Path, delimiter: str) -> list[tuple[int, Sample]]:
@@ -359,59 +364,47 @@ def _read_with_lines(path: Path, delimiter: str) -> list[tuple[int, Sample]]:
         raise OcrbenchError(str(exc)) from None
 
 
-def _build_lmdb(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+def _feed_lmdb(data: dict, config: dict, split: str, importer: _Importer) -> str:
+    """A DTRB / crnn.pytorch LMDB database; an unreadable record is a bad sample."""
     from ocrbench.lmdb_layout import LmdbReader
 
-    charset = _import_charset(data, config)
-    rows, skipped = {}, {}
-    for split in SPLITS:
-        try:
-            reader = LmdbReader(config[split])
-        except (FileNotFoundError, ValueError) as exc:
-            raise OcrbenchError(f"data.{split}: {exc}") from None
-        importer = _Importer(data, out, split, charset)
-        try:
-            for index in range(len(reader)):
-                where = f"{config[split]} sample {index + 1}"
-                try:
-                    image, text = reader[index]
-                except (KeyError, UnicodeDecodeError) as exc:
-                    importer.bad(where, "unreadable_record", f"cannot read record ({exc})")
-                    continue
-                importer.add(where, image, text)
-        finally:
-            reader.close()
-        rows[split], skipped[split] = importer.rows, importer.skipped
-        log(f"dataset: imported {len(importer.rows)} {split} samples from {config[split]}")
-    return rows, _derived_charset(rows, charset), skipped
+    try:
+        reader = LmdbReader(config[split])
+    except (FileNotFoundError, ValueError) as exc:
+        raise OcrbenchError(f"data.{split}: {exc}") from None
+    try:
+        for index in range(len(reader)):
+            where = f"{config[split]} sample {index + 1}"
+            try:
+                image, text = reader[index]
+            except (KeyError, UnicodeDecodeError) as exc:
+                importer.bad(where, "unreadable_record", f"cannot read record ({exc})")
+                continue
+            importer.add(where, image, text)
+    finally:
+        reader.close()
+    return config[split]
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def _build_filenames(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
-    """Directories of ``<index>-<text>.<ext>`` images (WarpCTC's layout), in natural index order."""
-    charset = _import_charset(data, config)
+def _feed_filenames(data: dict, config: dict, split: str, importer: _Importer) -> str:
+    """A directory of ``<index>-<text>.<ext>`` images (WarpCTC's layout), in natural index order."""
     separator = data["separator"]
-    rows, skipped = {}, {}
-    for split in SPLITS:
-        folder = Path(config[split])
-        if not folder.is_dir():
-            raise OcrbenchError(f"data.{split}: {folder} is not a directory",
-                                hint="point it at a folder of <index>-<text>.png images (WarpCTC: data/train)")
-        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                       key=lambda p: _natural_key(p, separator))
-        importer = _Importer(data, out, split, charset)
-        for path in files:
-            _, found, text = path.stem.partition(separator)
-            if not found:
-                importer.bad(str(path), "no_label_in_name", f"file name has no {separator!r} followed by the label")
-                continue
-            importer.add(str(path), path.read_bytes(), text)
-        rows[split], skipped[split] = importer.rows, importer.skipped
-        log(f"dataset: imported {len(importer.rows)} {split} samples from {folder}"
-            + (f", skipped {importer.skipped}" if importer.skipped else ""))
-    return rows, _derived_charset(rows, charset), skipped
+    folder = Path(config[split])
+    if not folder.is_dir():
+        raise OcrbenchError(f"data.{split}: {folder} is not a directory",
+                            hint="point it at a folder of <index>-<text>.png images (WarpCTC: data/train)")
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: _natural_key(p, separator))
+    for path in files:
+        _, found, text = path.stem.partition(separator)
+        if not found:
+            importer.bad(str(path), "no_label_in_name", f"file name has no {separator!r} followed by the label")
+            continue
+        importer.add(str(path), path.read_bytes(), text)
+    return str(folder)
 
 
 def _natural_key(path: Path, separator: str) -> tuple:
@@ -441,28 +434,23 @@ def _decode_csv(path: Path, encoding: str, key: str) -> tuple[str, str]:
                         hint="set data.encoding to the file's encoding (e.g. gb2312, gbk, big5)")
 
 
-def _build_csv(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
-    """``name,value`` CSV files + an image folder (competition layout), GB2312 detected or given."""
+def _feed_csv(data: dict, config: dict, split: str, importer: _Importer) -> str:
+    """A ``name,value`` CSV file (competition layout) naming images under ``data.root``; GB2312 detected
+    or given."""
     import csv
 
-    charset = _import_charset(data, config)
-    root = Path(config["root"])
-    rows, skipped = {}, {}
-    for split in SPLITS:
-        path = Path(config[split])
-        text, codec = _decode_csv(path, data["encoding"], f"data.{split}")
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        wanted = (data["name_column"], data["text_column"])
-        missing = [c for c in wanted if c not in (reader.fieldnames or [])]
-        if missing:
-            raise OcrbenchError(f"data.{split}: {path} has no column(s) {missing}; its header is "
-                                f"{reader.fieldnames}", hint="set data.name_column / data.text_column")
-        importer = _Importer(data, out, split, charset)
-        for record in reader:
-            where = f"{path}:{reader.line_num}"
-            name, label = record[wanted[0]] or "", record[wanted[1]] or ""
-            importer.add_from_root(where, root, name, label)
-        rows[split], skipped[split] = importer.rows, importer.skipped
-        log(f"dataset: imported {len(importer.rows)} {split} samples from {path} ({codec})"
-            + (f", skipped {importer.skipped}" if importer.skipped else ""))
-    return rows, _derived_charset(rows, charset), skipped
+    path = Path(config[split])
+    text, codec = _decode_csv(path, data["encoding"], f"data.{split}")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    wanted = (data["name_column"], data["text_column"])
+    missing = [c for c in wanted if c not in (reader.fieldnames or [])]
+    if missing:
+        raise OcrbenchError(f"data.{split}: {path} has no column(s) {missing}; its header is "
+                            f"{reader.fieldnames}", hint="set data.name_column / data.text_column")
+    for record in reader:
+        name, label = record[wanted[0]] or "", record[wanted[1]] or ""
+        importer.add_from_root(f"{path}:{reader.line_num}", Path(config["root"]), name, label)
+    return f"{path} ({codec})"
+
+
+_FEEDS = {"labelfile": _feed_labelfile, "lmdb": _feed_lmdb, "filenames": _feed_filenames, "csv": _feed_csv}
