@@ -187,17 +187,17 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
 
 def _run_many(recipe: Path, choice: str, set_: list[str], where, out: Path) -> None:
     """The recipe on each chosen backend in turn, then the comparison of what ran."""
-    from ocrbench import compare, report, sweep
+    from ocrbench import compare, multirun, report
     from ocrbench.errors import OcrbenchError
     from ocrbench.recipe import load_recipe
 
     console = _console()
-    names, left_out = sweep.select_backends(choice, installed_only=True)
+    names, left_out = multirun.select_backends(choice, installed_only=True)
     if left_out:
         console.print(f"not installed, left out: {', '.join(left_out)} (ocrbench env install NAME)")
     if not names:
         raise OcrbenchError("no backend environment is installed", hint="ocrbench env install pytorch (or all)")
-    outcomes = sweep.run_each(names, lambda name: load_recipe(recipe, set_, name), out, where, sys.argv, console)
+    outcomes = multirun.run_each(names, lambda name: load_recipe(recipe, set_, name), out, where, sys.argv, console)
     runs = [compare.Run(o.metrics_path.resolve(), o.metrics) for o in outcomes if o.metrics is not None]
     not_started = [compare.not_started_row(o.backend, o.not_started) for o in outcomes if o.not_started]
     console.rule("[bold]comparison")
@@ -257,19 +257,19 @@ def smoke(backend: str = typer.Option("all", "--backend", help="'all' or a comma
     from rich.markup import escape
     from rich.table import Table
 
-    from ocrbench import sweep
+    from ocrbench import multirun
     from ocrbench.backend import get_backend
     from ocrbench.recipe import load_recipe
 
     console = _console()
-    names, _ = sweep.select_backends(backend, installed_only=False)
-    outcomes = sweep.run_each(names, lambda name: load_recipe(get_backend(name).smoke_recipe, set_, name), out,
+    names, _ = multirun.select_backends(backend, installed_only=False)
+    outcomes = multirun.run_each(names, lambda name: load_recipe(get_backend(name).smoke_recipe, set_, name), out,
                               None, sys.argv, console, install=install)
     table = Table(title="ocrbench smoke", show_header=True)
     for column in ("backend", "result", "seconds", "seq acc", "must reach", "reason"):
         table.add_column(column, overflow="fold")
     for outcome in outcomes:
-        failure = sweep.smoke_failure(outcome)
+        failure = multirun.smoke_failure(outcome)
         acc = outcome.metrics["eval"]["seq_acc"] if outcome.metrics else None
         target = sweep.learning_threshold(outcome.metrics) if outcome.metrics else None
         table.add_row(outcome.backend, "[green]pass[/green]" if failure is None else "[bold red]FAIL[/bold red]",
@@ -277,9 +277,9 @@ def smoke(backend: str = typer.Option("all", "--backend", help="'all' or a comma
                       "- (plumbing only)" if target is None else f"{target:g}", escape(failure or ""))
     console.print(table)
     if junit is not None:
-        sweep.write_junit(junit, outcomes)
+        multirun.write_junit(junit, outcomes)
         console.print(f"JUnit XML: {junit}")
-    if any(sweep.smoke_failure(o) is not None for o in outcomes):
+    if any(multirun.smoke_failure(o) is not None for o in outcomes):
         raise typer.Exit(1)
 
 
@@ -352,32 +352,9 @@ def eval_(run_dir: Path = typer.Argument(..., help="A finished run directory."),
     Predictions, accuracy, the share identical to the framework's, the output difference on a fixed batch,
     batch-1 latency and batch-32 throughput go into metrics.json (exports[].parity).
     """
-    import json
+    from ocrbench.export_parity import evaluate_run
 
-    from ocrbench import atomic, datasets, neutral
-    from ocrbench.codec import Charset
-    from ocrbench.errors import OcrbenchError
-    from ocrbench.metrics import Protocol
-    from ocrbench.results import validate_metrics
-
-    if exported != "onnx":
-        raise OcrbenchError(f"--exported {exported!r}: only onnx runs in the core (native formats are checked "
-                            "by their framework at export time)")
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        raise OcrbenchError(f"{run_dir}: no metrics.json (not a finished run directory)")
-    metrics = json.loads(path.read_text(encoding="utf-8"))
-    export = next((x for x in metrics["exports"] if x["format"] == "onnx" and x["ok"]), None)
-    if metrics["status"] != "ok" or export is None:
-        raise OcrbenchError(f"{run_dir}: no successful ONNX export in this run",
-                            hint="add onnx to export.formats (see `ocrbench backends` for who can export it)")
-    dataset = datasets.open_prepared(Path(metrics["dataset"]["dir"]))
-    export["parity"] = neutral.check_onnx(run_dir, export, dataset.root, Charset(dataset.charset),
-                                          Protocol(**{k: v for k, v in metrics["eval"]["protocol"].items()
-                                                      if k != "decoder"}))
-    validate_metrics(metrics)
-    atomic.write_json(path, metrics)
-    _print_parity(_console(), export["parity"])
+    _print_parity(_console(), evaluate_run(run_dir, exported))
 
 
 def _print_parity(console, parity: dict) -> None:

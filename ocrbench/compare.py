@@ -41,7 +41,7 @@ def _export_bytes(m: dict, native: bool) -> float | None:
 
 
 def _onnx_parity(m: dict, key: str) -> float | None:
-    """A figure of the ONNX export's neutral check (ocrbench.neutral), if it ran."""
+    """A figure of the ONNX export's parity check in onnxruntime (ocrbench.export_parity), if it ran."""
     for export in m["exports"]:
         if export["format"] == "onnx" and export["ok"]:
             value = (export.get("parity") or {}).get(key)

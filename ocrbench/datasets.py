@@ -12,10 +12,7 @@ The directory name is a hash of the data recipe (plus generator versions, and fo
 files' contents and the images' sizes and times), so a second run with the same recipe reuses it. The
 directory is built under a temporary name and renamed into place: it is either complete or absent.
 
-Captcha determinism: the ``captcha`` package draws its randomness from ``secrets``. Each sample gets its
-own ``random.Random`` seeded from ``(seed, split, index)`` and the package's ``secrets`` calls are served
-from it while that sample is drawn, so the bytes of every image depend only on the recipe — not on the
-number of worker processes or the order they run in.
+Captchas are drawn by ``ocrbench.captcha_renderer``: every image's bytes depend only on the recipe.
 """
 
 from __future__ import annotations
@@ -31,9 +28,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from ocrbench import atomic
+from ocrbench.captcha_renderer import font_problem, render_captcha
 from ocrbench.errors import OcrbenchError
 from ocrbench.home import datasets_dir
 from ocrbench.labels import (LabelFileError, Sample, format_label_lines, is_safe_relative, iter_label_file,
@@ -76,88 +74,7 @@ def open_prepared(root: Path) -> PreparedDataset:
     return PreparedDataset(root, json.loads(manifest.read_text()))
 
 
-# ------------------------------------------------------------------------------------ seeded captcha
-class _SeededSecrets:
-    """Stands in for the ``secrets`` module inside ``captcha.image``, drawing from a seeded Random."""
-
-    def __init__(self, rng):
-        self._rng = rng
-
-    def randbelow(self, n: int) -> int:
-        return self._rng.randrange(n)
-
-    def randbits(self, k: int) -> int:
-        return self._rng.getrandbits(k)
-
-    def choice(self, seq):
-        return self._rng.choice(seq)
-
-
-@contextlib.contextmanager
-def seeded_captcha(rng) -> Iterator[None]:
-    """Serve the captcha package's random draws from ``rng`` for the duration of the block."""
-    import captcha.image as captcha_image
-
-    original = captcha_image.secrets
-    captcha_image.secrets = _SeededSecrets(rng)
-    try:
-        yield
-    finally:
-        captcha_image.secrets = original
-
-
-_GENERATORS: dict[tuple, object] = {}
-
-
-def _generator(width: int, height: int, fonts: tuple[str, ...], sizes: tuple[int, ...]):
-    from captcha.image import ImageCaptcha
-
-    key = (width, height, fonts, sizes)
-    if key not in _GENERATORS:
-        _GENERATORS[key] = ImageCaptcha(width=width, height=height, fonts=list(fonts) or None,
-                                        font_sizes=sizes)
-    return _GENERATORS[key]
-
-
-def sample_text(rng, charset: str, min_len: int, max_len: int) -> str:
-    """The label of one captcha: a length in [min_len, max_len], then that many characters."""
-    length = rng.randint(min_len, max_len)
-    return "".join(rng.choice(charset) for _ in range(length))
-
-
-def render_captcha(config: dict, split: str, index: int) -> tuple[bytes, str]:
-    """PNG bytes and text of sample ``index`` of ``split``; a pure function of its arguments."""
-    import random
-
-    rng = random.Random(f"ocrbench-captcha:{config['seed']}:{split}:{index}")
-    text = sample_text(rng, config["charset"], config["min_len"], config["max_len"])
-    generator = _generator(config["width"], config["height"], tuple(config["fonts"]),
-                           tuple(config["font_sizes"]))
-    with seeded_captcha(rng):
-        image = generator.generate_image(text) if config.get("noise", True) else clean_captcha(generator, text, rng)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False, compress_level=6)
-    return buffer.getvalue(), text
-
-
-def clean_captcha(generator, text: str, rng):
-    """``text`` drawn upright in one of the generator's fonts and sizes — dark ink (gray 0-80) on a light
-    background (gray 215-255), placed at a random offset that keeps it inside the image — with none of the
-    captcha package's rotation, warping, inserted spaces, overlap, noise or smoothing: a task a small
-    model learns in seconds (the smoke recipes). A pure function of ``rng``'s state."""
-    from PIL import Image, ImageDraw
-
-    font = rng.choice(generator.truefonts)
-    width, height = generator._width, generator._height
-    image = Image.new("RGB", (width, height), (rng.randint(215, 255),) * 3)
-    draw = ImageDraw.Draw(image)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    x = rng.randint(0, max(0, width - (right - left))) - left
-    y = rng.randint(0, max(0, height - (bottom - top))) - top
-    draw.text((x, y), text, font=font, fill=(rng.randint(0, 80),) * 3)
-    return image
-
-
+# ------------------------------------------------------------------------------------------ captcha
 def _captcha_chunk(task: tuple[dict, str, int, int, str]) -> list[tuple[str, str, str]]:
     """Render samples [start, stop) of a split into ``out``; returns (relpath, sha256, text) rows."""
     config, split, start, stop, out = task
@@ -202,9 +119,8 @@ def prepare(data: dict, base_dir: Path, log: Callable[[str], None] = print) -> P
         (tmp / "images" / split).mkdir(parents=True)
     started = time.monotonic()
     try:
-        builder = {"captcha": _build_captcha, "labelfile": _build_labelfile, "lmdb": _build_lmdb,
-                   "filenames": _build_filenames, "csv": _build_csv}
-        rows, charset, skipped = builder[data["source"]](data, config, tmp, log)
+        build = _build_captcha if data["source"] == "captcha" else _build_import
+        rows, charset, skipped = build(data, config, tmp, log)
         manifest = _finish(tmp, config, key, rows, charset, skipped, time.monotonic() - started)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -255,7 +171,8 @@ def _content_config(data: dict, base_dir: Path) -> dict:
     """The part of the data section that determines the dataset's content, paths made absolute."""
     config = {k: v for k, v in data.items() if k not in ("workers", "online")}
     if data["source"] == "captcha":
-        config["fonts"] = [str(_existing(base_dir, f, f"data.fonts[{i}]")) for i, f in enumerate(data["fonts"])]
+        config["fonts"] = [str(_font(base_dir, f, f"data.fonts[{i}]", data["font_sizes"]))
+                           for i, f in enumerate(data["fonts"])]
         return config
     for field in ("train", "eval", "root", "charset_file"):
         if config.get(field):
@@ -268,6 +185,17 @@ def _existing(base_dir: Path, value: str, key: str) -> Path:
     path = (base_dir / Path(value).expanduser()).resolve()
     if not path.exists():
         raise OcrbenchError(f"{key}: {path} does not exist", hint="paths are relative to the recipe file")
+    return path
+
+
+def _font(base_dir: Path, value: str, key: str, sizes: list[int]) -> Path:
+    """A font file that exists and that pillow can load at every size (points), checked before rendering."""
+    path = _existing(base_dir, value, key)
+    problem = font_problem(str(path), sizes)
+    if problem is not None:
+        raise OcrbenchError(f"{key}: {path} cannot be loaded as a font ({problem})",
+                            hint="give a TrueType/OpenType file (.ttf, .otf), or leave data.fonts empty for "
+                                 "the captcha package's default font")
     return path
 
 
@@ -356,7 +284,6 @@ class _Importer:
         (self.out / relpath).write_bytes(image)
         self.rows.append((relpath, hashlib.sha256(image).hexdigest(), text))
 
-
     def add_from_root(self, where: str, root: Path, relpath: str, text: str) -> None:
         """Add the image at ``root / relpath``; a path that escapes ``root`` is a bad sample."""
         image_path = root / relpath
@@ -403,24 +330,31 @@ def _derived_charset(rows: dict[str, list], given: str | None) -> str:
     return "".join(chars)
 
 
-def _build_labelfile(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+def _build_import(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+    """Import both splits of a labelfile, lmdb, filenames or csv source through one ``_Importer`` each."""
     charset = _import_charset(data, config)
-    root = Path(config["root"])
+    feed = _FEEDS[data["source"]]
     rows, skipped = {}, {}
     for split in SPLITS:
-        label_path = Path(config[split])
-        try:
-            samples_with_lines = _read_with_lines(label_path, data["delimiter"])
-        except UnicodeDecodeError:
-            raise OcrbenchError(f"data.{split}: {label_path} is not UTF-8 text") from None
         importer = _Importer(data, out, split, charset)
-        for line, sample in samples_with_lines:
-            where = f"{label_path}:{line}"
-            importer.add_from_root(where, root, sample.path, sample.text)
+        origin = feed(data, config, split, importer)
         rows[split], skipped[split] = importer.rows, importer.skipped
-        log(f"dataset: imported {len(importer.rows)} {split} samples from {label_path}"
+        log(f"dataset: imported {len(importer.rows)} {split} samples from {origin}"
             + (f", skipped {importer.skipped}" if importer.skipped else ""))
     return rows, _derived_charset(rows, charset), skipped
+
+
+# Each feed hands one split's samples to the importer and returns what it read them from (for the log).
+def _feed_labelfile(data: dict, config: dict, split: str, importer: _Importer) -> str:
+    """``path<TAB>text`` lines; image paths are relative to ``data.root``."""
+    label_path = Path(config[split])
+    try:
+        samples_with_lines = _read_with_lines(label_path, data["delimiter"])
+    except UnicodeDecodeError:
+        raise OcrbenchError(f"data.{split}: {label_path} is not UTF-8 text") from None
+    for line, sample in samples_with_lines:
+        importer.add_from_root(f"{label_path}:{line}", Path(config["root"]), sample.path, sample.text)
+    return str(label_path)
 
 
 def _read_with_lines(path: Path, delimiter: str) -> list[tuple[int, Sample]]:
@@ -430,63 +364,52 @@ def _read_with_lines(path: Path, delimiter: str) -> list[tuple[int, Sample]]:
         raise OcrbenchError(str(exc)) from None
 
 
-def _build_lmdb(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+def _feed_lmdb(data: dict, config: dict, split: str, importer: _Importer) -> str:
+    """A DTRB / crnn.pytorch LMDB database; an unreadable record is a bad sample."""
     from ocrbench.lmdb_layout import LmdbReader
 
-    charset = _import_charset(data, config)
-    rows, skipped = {}, {}
-    for split in SPLITS:
-        try:
-            reader = LmdbReader(config[split])
-        except (FileNotFoundError, ValueError) as exc:
-            raise OcrbenchError(f"data.{split}: {exc}") from None
-        importer = _Importer(data, out, split, charset)
-        try:
-            for index in range(len(reader)):
-                where = f"{config[split]} sample {index + 1}"
-                try:
-                    image, text = reader[index]
-                except (KeyError, UnicodeDecodeError) as exc:
-                    importer.bad(where, "unreadable_record", f"cannot read record ({exc})")
-                    continue
-                importer.add(where, image, text)
-        finally:
-            reader.close()
-        rows[split], skipped[split] = importer.rows, importer.skipped
-        log(f"dataset: imported {len(importer.rows)} {split} samples from {config[split]}")
-    return rows, _derived_charset(rows, charset), skipped
+    try:
+        reader = LmdbReader(config[split])
+    except (FileNotFoundError, ValueError) as exc:
+        raise OcrbenchError(f"data.{split}: {exc}") from None
+    try:
+        for index in range(len(reader)):
+            where = f"{config[split]} sample {index + 1}"
+            try:
+                image, text = reader[index]
+            except (KeyError, UnicodeDecodeError) as exc:
+                importer.bad(where, "unreadable_record", f"cannot read record ({exc})")
+                continue
+            importer.add(where, image, text)
+    finally:
+        reader.close()
+    return config[split]
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def _build_filenames(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
-    """Directories of ``<index>-<text>.<ext>`` images (WarpCTC's layout), in natural index order."""
-    charset = _import_charset(data, config)
+def _feed_filenames(data: dict, config: dict, split: str, importer: _Importer) -> str:
+    """A directory of ``<index>-<text>.<ext>`` images (WarpCTC's layout), in natural index order."""
     separator = data["separator"]
-    rows, skipped = {}, {}
-    for split in SPLITS:
-        folder = Path(config[split])
-        if not folder.is_dir():
-            raise OcrbenchError(f"data.{split}: {folder} is not a directory",
-                                hint="point it at a folder of <index>-<text>.png images (WarpCTC: data/train)")
-        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
-        importer = _Importer(data, out, split, charset)
-        for path in files:
-            _, found, text = path.stem.partition(separator)
-            if not found:
-                importer.bad(str(path), "no_label_in_name", f"file name has no {separator!r} followed by the label")
-                continue
-            importer.add(str(path), path.read_bytes(), text)
-        rows[split], skipped[split] = importer.rows, importer.skipped
-        log(f"dataset: imported {len(importer.rows)} {split} samples from {folder}"
-            + (f", skipped {importer.skipped}" if importer.skipped else ""))
-    return rows, _derived_charset(rows, charset), skipped
+    folder = Path(config[split])
+    if not folder.is_dir():
+        raise OcrbenchError(f"data.{split}: {folder} is not a directory",
+                            hint="point it at a folder of <index>-<text>.png images (WarpCTC: data/train)")
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: _natural_key(p, separator))
+    for path in files:
+        _, found, text = path.stem.partition(separator)
+        if not found:
+            importer.bad(str(path), "no_label_in_name", f"file name has no {separator!r} followed by the label")
+            continue
+        importer.add(str(path), path.read_bytes(), text)
+    return str(folder)
 
 
-def _natural_key(path: Path) -> tuple:
-    """Order ``2-x.png`` before ``10-y.png`` (the numeric index first, then the name)."""
-    head = path.stem.split("-", 1)[0]
+def _natural_key(path: Path, separator: str) -> tuple:
+    """Order ``2-x.png`` before ``10-y.png`` (the numeric index before ``separator`` first, then the name)."""
+    head = path.stem.split(separator, 1)[0]
     return (0, int(head), path.name) if head.isdigit() else (1, 0, path.name)
 
 
@@ -511,28 +434,23 @@ def _decode_csv(path: Path, encoding: str, key: str) -> tuple[str, str]:
                         hint="set data.encoding to the file's encoding (e.g. gb2312, gbk, big5)")
 
 
-def _build_csv(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
-    """``name,value`` CSV files + an image folder (competition layout), GB2312 detected or given."""
+def _feed_csv(data: dict, config: dict, split: str, importer: _Importer) -> str:
+    """A ``name,value`` CSV file (competition layout) naming images under ``data.root``; GB2312 detected
+    or given."""
     import csv
 
-    charset = _import_charset(data, config)
-    root = Path(config["root"])
-    rows, skipped = {}, {}
-    for split in SPLITS:
-        path = Path(config[split])
-        text, codec = _decode_csv(path, data["encoding"], f"data.{split}")
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        wanted = (data["name_column"], data["text_column"])
-        missing = [c for c in wanted if c not in (reader.fieldnames or [])]
-        if missing:
-            raise OcrbenchError(f"data.{split}: {path} has no column(s) {missing}; its header is "
-                                f"{reader.fieldnames}", hint="set data.name_column / data.text_column")
-        importer = _Importer(data, out, split, charset)
-        for record in reader:
-            where = f"{path}:{reader.line_num}"
-            name, label = record[wanted[0]] or "", record[wanted[1]] or ""
-            importer.add_from_root(where, root, name, label)
-        rows[split], skipped[split] = importer.rows, importer.skipped
-        log(f"dataset: imported {len(importer.rows)} {split} samples from {path} ({codec})"
-            + (f", skipped {importer.skipped}" if importer.skipped else ""))
-    return rows, _derived_charset(rows, charset), skipped
+    path = Path(config[split])
+    text, codec = _decode_csv(path, data["encoding"], f"data.{split}")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    wanted = (data["name_column"], data["text_column"])
+    missing = [c for c in wanted if c not in (reader.fieldnames or [])]
+    if missing:
+        raise OcrbenchError(f"data.{split}: {path} has no column(s) {missing}; its header is "
+                            f"{reader.fieldnames}", hint="set data.name_column / data.text_column")
+    for record in reader:
+        name, label = record[wanted[0]] or "", record[wanted[1]] or ""
+        importer.add_from_root(f"{path}:{reader.line_num}", Path(config["root"]), name, label)
+    return f"{path} ({codec})"
+
+
+_FEEDS = {"labelfile": _feed_labelfile, "lmdb": _feed_lmdb, "filenames": _feed_filenames, "csv": _feed_csv}

@@ -14,7 +14,7 @@ written into every result next to the numbers.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -44,9 +44,6 @@ class Protocol:
             allowed = set(charset)
             text = "".join(c for c in text if c in allowed)
         return text
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def score(pairs: Iterable[tuple[str, str]], protocol: Protocol = Protocol(),

@@ -10,7 +10,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -175,6 +175,16 @@ class CsvData(_ImportedData):
 
 DataSection = Annotated[Union[CaptchaData, LabelFileData, LmdbData, FilenamesData, CsvData],
                         Field(discriminator="source")]
+
+
+
+def _data_sources() -> dict[str, type[Section]]:
+    """``data.source`` value -> its section model, read from the ``DataSection`` union itself."""
+    union = get_args(DataSection)[0]
+    return {get_args(model.model_fields["source"].annotation)[0]: model for model in get_args(union)}
+
+
+DATA_SOURCES = _data_sources()
 
 
 def _check_unique(chars: str) -> str:
@@ -370,7 +380,7 @@ def _known_keys(loc: tuple, data: dict[str, Any]) -> list[str]:
     for part in loc:
         if part == "data" and model is Recipe:
             source = data.get("data", {}).get("source") if isinstance(data.get("data"), dict) else None
-            model = {"captcha": CaptchaData, "labelfile": LabelFileData, "lmdb": LmdbData}.get(source)
+            model = DATA_SOURCES.get(source)
             if model is None:
                 return []
             continue

@@ -29,7 +29,8 @@ from typing import Iterable
 import yaml
 
 import ocrbench
-from ocrbench import atomic, datasets, distributed, envs, hardware, neutral
+from ocrbench import atomic, datasets, distributed, envs, hardware
+from ocrbench import export_parity as neutral
 from ocrbench.backend import BackendSpec, get_backend
 from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError

@@ -140,9 +140,9 @@ PREPROCESS_EXACT = 1e-4   # ocrbench.preprocess vs the backend's own pipeline, m
 
 
 def check_onnx_parity(run_dir: Path, export: dict) -> dict:
-    """The core ran the ONNX export in onnxruntime on the eval split (ocrbench.neutral): it rebuilt the
-    framework's input pixels from the export's description, got the framework's outputs on the reference
-    batch, and the same predictions on ≥ 99.9 % of the eval split."""
+    """The core ran the ONNX export in onnxruntime on the eval split (ocrbench.export_parity): it rebuilt
+    the framework's input pixels from the export's description, got the framework's outputs on the
+    reference batch, and the same predictions on ≥ 99.9 % of the eval split."""
     parity = export["parity"]
     assert "error" not in parity, parity
     assert parity["n"] == 64 and (run_dir / parity["predictions"]).is_file()

@@ -79,6 +79,15 @@ def test_layout_labels_charset_and_manifest(isolated_home, tmp_path):
     assert len(manifest["fingerprint"]) == 64 and manifest["images_per_s"] > 0
 
 
+
+def test_a_corrupt_font_is_named_before_rendering(isolated_home, tmp_path):
+    (tmp_path / "fonts").mkdir()
+    (tmp_path / "fonts" / "broken.ttf").write_bytes(b"this is not a TrueType file")
+    with pytest.raises(OcrbenchError) as info:
+        datasets.prepare(captcha(fonts=["fonts/broken.ttf"]), tmp_path, quiet)
+    assert "data.fonts[0]" in str(info.value) and "broken.ttf" in str(info.value)
+    assert not (isolated_home / "datasets").exists(), "nothing was rendered"
+
 def _png(color=128) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (20, 10), color).save(buffer, format="PNG")
@@ -145,6 +154,14 @@ def test_filenames_source_reads_warpctc_layout_in_index_order(isolated_home, tmp
     assert [s.text for s in ds.samples("train")] == ["12", "0931", "5"]   # 1, 2, 10: natural order
     assert [s.text for s in ds.samples("eval")] == ["7"] and ds.charset == "0123456789"
 
+
+
+def test_filenames_natural_order_uses_the_configured_separator(isolated_home, tmp_path):
+    names = ["10_5.png", "2_0931.png", "1_12.png"]
+    data = FilenamesData(**warpctc_dirs(tmp_path, names), separator="_").model_dump(mode="json")
+    (tmp_path / "data" / "test" / "0-7.png").rename(tmp_path / "data" / "test" / "0_7.png")
+    ds = datasets.prepare(data, tmp_path, quiet)
+    assert [s.text for s in ds.samples("train")] == ["12", "0931", "5"]   # 1, 2, 10: natural order
 
 def test_filenames_source_names_a_file_without_label(isolated_home, tmp_path):
     data = FilenamesData(**warpctc_dirs(tmp_path, ["1-12.png", "nolabel.png"])).model_dump(mode="json")

@@ -1,4 +1,5 @@
-"""End to end with the real MXNet 1.9.1 backend on the tiny smoke set (needs `ocrbench env install mxnet`)."""
+"""End to end with the real MXNet backend (the version its requirements.txt pins) on the tiny smoke set
+(needs `ocrbench env install mxnet`)."""
 
 import json
 
@@ -9,6 +10,7 @@ from conftest import ROOT
 from e2e_checks import (PLUMBING, check_learned, recipe_epochs, backend_python, check_complete_run, check_exports, check_reloaded_parity, check_small_crnn,
                         extend_by_resume, in_env, smoke)
 from ocrbench.recipe import CrnnParams
+from pins import pinned_version
 
 pytestmark = pytest.mark.e2e
 SMOKE = ROOT / "backends" / "mxnet" / "smoke.yml"
@@ -28,7 +30,8 @@ def lstm_run(tmp_path_factory, mx_python):
 def test_lstm_ctc_smoke_run(lstm_run):
     metrics = check_complete_run(lstm_run, "mxnet", epochs=recipe_epochs(SMOKE), eval_n=64)
     check_learned(metrics)
-    assert metrics["backend"]["version"] == "1.9.1" and metrics["backend"]["arch"] == "lstm_ctc"
+    assert metrics["backend"]["version"] == pinned_version("mxnet", "mxnet")
+    assert metrics["backend"]["arch"] == "lstm_ctc"
     assert metrics["model"]["params"] == LstmCtcParams(**metrics["model"]["arch_params"]).param_count(11)
     exports = check_exports(lstm_run, metrics, {"mxnet", "onnx"})
     assert exports["mxnet"]["ok"]

@@ -7,7 +7,7 @@ from PIL import Image
 from ocrbench import preprocess
 from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
-from ocrbench.neutral import class_indices
+from ocrbench.export_parity import class_indices
 
 
 @pytest.fixture

@@ -38,6 +38,17 @@ def test_unknown_key_inside_the_data_union(tmp_path):
     assert "data.widht: unknown key; did you mean 'data.width'?" in message
 
 
+
+@pytest.mark.parametrize("section, typo, meant", [
+    ("source: filenames\n  train: a\n  eval: b", "seperator: _", "separator"),
+    ("source: csv\n  root: r\n  train: a.csv\n  eval: b.csv", "encodng: gbk", "encoding"),
+    ("source: lmdb\n  train: a\n  eval: b", "charset_fil: c.txt", "charset_file"),
+    ("source: labelfile\n  root: r\n  train: a\n  eval: b", "delimeter: ','", "delimiter"),
+])
+def test_unknown_key_is_suggested_for_every_data_source(tmp_path, section, typo, meant):
+    message = error_of(tmp_path, f"name: t\ndata:\n  {section}\n  {typo}\n")
+    assert f"data.{typo.split(':')[0]}: unknown key; did you mean 'data.{meant}'?" in message
+
 def test_wrong_type_and_out_of_range(tmp_path):
     message = error_of(tmp_path, TINY_CAPTCHA + "train:\n  batch_size: many\n  epochs: 0\n")
     assert "train.batch_size:" in message and "'many'" in message

@@ -74,7 +74,7 @@ class OnlineCaptchas(gluon.data.Dataset):
         return self.config["train_size"]
 
     def __getitem__(self, index: int):
-        from ocrbench.datasets import render_captcha
+        from ocrbench.captcha_renderer import render_captcha
 
         png, text = render_captcha(self.config, f"online-{self.epoch}", index)
         image = mx.image.imresize(mx.image.imdecode(png, flag=0), self.width, self.height, interp=1)

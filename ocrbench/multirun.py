@@ -57,7 +57,7 @@ def run_each(names: list[str], load: Callable[[str], tuple[Recipe, Path]], out: 
              where: Callable[[int], Topology] | None, command: list[str], console,
              install: bool = False) -> list[Outcome]:
     """Run ``load(name)``'s recipe on each backend in turn; ``where(recipe's runtime.gpus)`` gives the
-    devices (default: the recipe's GPUs, one replica). Ctrl-C stops the sweep after the current run has
+    devices (default: the recipe's GPUs, one replica). Ctrl-C stops the series after the current run has
     written its (failed) metrics.json."""
     outcomes = []
     for name in names:

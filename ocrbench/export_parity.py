@@ -1,5 +1,8 @@
-"""Exported ONNX models run in onnxruntime in the core environment — no framework — and checked against
-the framework's own predictions (``ocrbench eval RUN_DIR --exported onnx``, and after every export).
+"""Parity of a run's exports with the trained model, checked in the core environment — no framework.
+
+An ONNX export runs in onnxruntime on the eval split and is checked against the framework's own
+predictions (``ocrbench eval RUN_DIR --exported onnx``, and after every export); a native export that its
+framework reloaded in the worker has its eval predictions scored here and compared (``check_reloaded``).
 
 Inputs come from the export's own description (``ocrbench.preprocess``); outputs are decoded by the
 core's one greedy CTC decoder with the blank index and layout the export's metadata states
@@ -23,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ocrbench import preprocess
+from ocrbench import atomic, datasets, preprocess
 from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
 from ocrbench.labels import read_label_file
 from ocrbench.metrics import Protocol, read_predictions, score_files
+from ocrbench.results import validate_metrics
 from ocrbench.worker import write_predictions
 
 GOAL_IDENTICAL = 0.999
@@ -127,6 +131,28 @@ def check_onnx(run_dir: Path, export: dict, dataset_dir: Path, charset: Charset,
             **_reference_diffs(export_dir, model, dataset_dir, spec),
             "latency_ms_p50": float(np.percentile(latency, 50)), "latency_ms_p95": float(np.percentile(latency, 95)),
             "throughput_ips": throughput}
+
+
+def evaluate_run(run_dir: Path, exported: str = "onnx") -> dict:
+    """``ocrbench eval``: run a finished run's ONNX export on its eval split, record the result in its
+    metrics.json (``exports[].parity``, validated before it is written) and return it."""
+    if exported != "onnx":
+        raise OcrbenchError(f"--exported {exported!r}: only onnx runs in the core (native formats are checked "
+                            "by their framework at export time)")
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise OcrbenchError(f"{run_dir}: no metrics.json (not a finished run directory)")
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    export = next((x for x in metrics["exports"] if x["format"] == "onnx" and x["ok"]), None)
+    if metrics["status"] != "ok" or export is None:
+        raise OcrbenchError(f"{run_dir}: no successful ONNX export in this run",
+                            hint="add onnx to export.formats (see `ocrbench backends` for who can export it)")
+    dataset = datasets.open_prepared(Path(metrics["dataset"]["dir"]))
+    protocol = Protocol(**{k: v for k, v in metrics["eval"]["protocol"].items() if k != "decoder"})
+    export["parity"] = check_onnx(run_dir, export, dataset.root, Charset(dataset.charset), protocol)
+    validate_metrics(metrics)
+    atomic.write_json(path, metrics)
+    return export["parity"]
 
 
 def _identical(a: Path, b: Path) -> float:
