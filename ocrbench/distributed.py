@@ -162,7 +162,6 @@ class Launch:
     job: dict
 
 
-
 @dataclass(frozen=True)
 class Launcher(abc.ABC):
     """A backend's native distributed launch: ``BackendSpec.launcher`` (None: the backend trains on one
