@@ -4,7 +4,8 @@ A backend is two halves:
 
 * a **spec** (:class:`BackendSpec`), loaded in the core environment through the entry point; it names the
   framework, the pinned requirements of its environment, its architectures (with parameter models for
-  validation) and export formats. It must not import the framework.
+  validation), export formats and its native distributed launch (an :class:`ocrbench.distributed.Launcher`).
+  It must not import the framework.
 * a **worker** module, run inside the backend's own environment, which implements
   :class:`ocrbench.worker.Trainer` and calls :func:`ocrbench.worker.serve`.
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from ocrbench.distributed import Launcher
 from ocrbench.errors import OcrbenchError
 from ocrbench.recipe import SHARED_ARCHS, Section
 
@@ -38,8 +40,16 @@ class BackendSpec:
     online_data: bool = False  # can stream captchas on the fly (data.online: true)
     python: str = "3.11"      # interpreter version for its environment
     other_distributions: tuple[str, ...] = ()   # also accepted in a --python interpreter (e.g. a GPU build)
-    launcher: str = ""        # native distributed launch (ocrbench.distributed.LAUNCHERS); "" = one device only
-    cpu_data_parallel: bool = False  # its collectives work on CPUs (--nproc N); GPUs are assumed to work
+    launcher: Launcher | None = None   # native distributed launch (backends/<name>/launch.py); None: 1 device
+
+    def __post_init__(self) -> None:
+        """Refuse a launcher that is not a Launcher (such as the launcher name earlier versions took)."""
+        if self.launcher is not None and not isinstance(self.launcher, Launcher):
+            raise OcrbenchError(f"backend {self.name!r}: BackendSpec.launcher is {self.launcher!r}, not an "
+                                "ocrbench.distributed.Launcher",
+                                hint="give an instance of the backend's Launcher subclass, or None for a "
+                                     "backend that trains on one device only (docs/backends.md, "
+                                     "'Distributed launch')")
 
     @property
     def distributions(self) -> tuple[str, ...]:

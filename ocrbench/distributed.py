@@ -2,22 +2,25 @@
 
 The core never joins a collective itself: it works out *where* a run trains (a :class:`Topology` from
 ``--gpus``, ``--nproc``, ``--nnodes``, ``--node-rank``, ``--master-addr``, ``--master-port``,
-``--hosts``), the batch and learning-rate arithmetic (:func:`scaling`), and the **native launch** of the
-backend's worker on this node (:class:`Launch`): ``torchrun`` for PyTorch, ``python -m
-paddle.distributed.launch`` for Paddle, ``msrun`` for MindSpore, MXNet's ps-lite roles (scheduler,
-server, worker) for a ``dist_sync`` kvstore, and one process with a device list for MXNet's
-single-machine kvstores and TensorFlow's MirroredStrategy (``TF_CONFIG`` for MultiWorkerMirroredStrategy).
+``--hosts``), the batch and learning-rate arithmetic (:func:`scaling`), and supervises the processes of
+this node's :class:`Launch`. *Which* processes a distributed run starts is the backend's: its spec's
+:class:`Launcher` (``backends/<name>/launch.py``) plans the framework's native launch — ``torchrun`` for
+PyTorch, ``python -m paddle.distributed.launch`` for Paddle, ``msrun`` for MindSpore, MXNet's ps-lite
+roles (scheduler, server, worker) for a ``dist_sync`` kvstore, and one process with a device list for
+MXNet's single-machine kvstores and TensorFlow's MirroredStrategy (``TF_CONFIG`` for
+MultiWorkerMirroredStrategy). One device is always one plain process, planned here.
 
 Conventions: ``world_size`` counts data-parallel replicas (devices) over all nodes; a replica is a GPU,
 or on the CPU a worker process (PyTorch, Paddle, MindSpore) or a logical CPU device (TensorFlow, MXNet).
 Rank 0 is the only rank that writes results; the worker learns its rank from ``rank_env``, a variable
-the launcher sets (or the core, where one process per node joins: TF_CONFIG, MXNet's ps-lite, whose own
-worker numbering follows registration order and is used only to pick each worker's data shard).
+the native launcher sets (or the launch plan itself, where one process per node joins: TF_CONFIG,
+MXNet's ps-lite, whose own worker numbering follows registration order and is used only to pick each
+worker's data shard).
 """
 
 from __future__ import annotations
 
-import json
+import abc
 import math
 import os
 import shlex
@@ -159,110 +162,60 @@ class Launch:
     job: dict
 
 
-def plan_launch(launcher: str, t: Topology, python: Path, worker_args: list[str], run_dir: Path) -> Launch:
-    """The native launch of ``worker_args`` (bootstrap script and its arguments) on this node."""
-    base = {"world_size": t.world_size, "nnodes": t.nnodes, "node_rank": t.node_rank,
+@dataclass(frozen=True)
+class Launcher(abc.ABC):
+    """A backend's native distributed launch: ``BackendSpec.launcher`` (None: the backend trains on one
+    device only). Each bundled backend defines its own in ``backends/<name>/launch.py``, which must be
+    importable in the core environment (no framework import); a third-party backend brings its own the
+    same way, with no change to ocrbench.
+
+    The core works out the :class:`Topology`, refuses what no launcher can do (no ``cpu_data_parallel``
+    with ``--nproc``), calls :meth:`check` before anything starts, and starts one plain process itself
+    for a world size of 1; :meth:`plan` is only asked for distributed runs (world size > 1)."""
+
+    cpu_data_parallel: bool = False   # its collectives work on CPUs (--nproc N); GPUs are assumed to work
+
+    def check(self, t: Topology) -> None:
+        """Refuse a distributed topology this launch cannot start, with an OcrbenchError naming the
+        option and what to do instead. The default accepts every topology."""
+
+    @abc.abstractmethod
+    def plan(self, t: Topology, python: str, worker_args: list[str], run_dir: Path, base: dict) -> Launch:
+        """This node's processes for ``t`` (world size > 1, already checked). ``python``: the backend
+        env's interpreter; ``worker_args``: the bootstrap script and its arguments, to run after it (or
+        after the launcher's own module and options); ``run_dir``: this node's run directory (absolute),
+        for the launcher's logs; ``base``: the job's ``distributed`` keys every run has (:func:`base_job`),
+        which the returned ``Launch.job`` extends and overrides (``launcher``, ``engine``, ``comm``,
+        ``rank_env``, ``local_rank_env``, ``local_replicas``, ``processes``, ...)."""
+
+
+def base_job(t: Topology) -> dict:
+    """The job's ``distributed`` section of a one-process run on this topology, which a launcher's plan
+    starts from (docs/backends.md, "The job spec")."""
+    return {"world_size": t.world_size, "nnodes": t.nnodes, "node_rank": t.node_rank,
             "nproc_per_node": t.per_node, "device": t.device, "launcher": "python", "rank_env": None,
             "local_rank_env": None, "local_replicas": 1, "processes": 1}
+
+
+def plan_launch(launcher: Launcher | None, t: Topology, python: Path, worker_args: list[str],
+                run_dir: Path) -> Launch:
+    """The launch of ``worker_args`` (bootstrap script and its arguments) on this node: one plain process
+    on one device, else ``launcher``'s native launch (``t`` must have passed runner.check_topology)."""
+    base = base_job(t)
     if not t.distributed:
         return Launch([Process("worker", [str(python), *worker_args])], base)
-    try:
-        build = LAUNCHERS[launcher]
-    except KeyError:   # (a backend without one is refused earlier: runner.check_topology)
-        raise OcrbenchError(f"the backend's spec names an unknown launcher {launcher!r} "
-                            f"(known: {', '.join(LAUNCHERS)})", hint="use --gpus 1 or --gpus 0") from None
-    return build(t, str(python), worker_args, run_dir, base)
+    if launcher is None:   # (refused earlier, with the options to use: runner.check_topology)
+        raise OcrbenchError(f"world size {t.world_size}: this backend has no distributed launcher",
+                            hint="use --gpus 1 or --gpus 0")
+    return launcher.plan(t, str(python), worker_args, run_dir, base)
 
 
-def _torchrun(t: Topology, python: str, args: list[str], run_dir: Path, base: dict) -> Launch:
-    argv = [python, "-m", "torch.distributed.run", f"--nnodes={t.nnodes}", f"--nproc-per-node={t.per_node}",
-            f"--node-rank={t.node_rank}", f"--master-addr={t.master_addr}", f"--master-port={t.port()}", *args]
-    comm = "nccl" if t.gpus else "gloo"
-    return Launch([Process("torchrun", argv)],
-                  {**base, "launcher": "torchrun", "engine": f"DistributedDataParallel ({comm}) + "
-                   "DistributedSampler", "comm": comm, "rank_env": "RANK", "local_rank_env": "LOCAL_RANK",
-                   "processes": t.world_size})
-
-
-def _paddle_launch(t: Topology, python: str, args: list[str], run_dir: Path, base: dict) -> Launch:
-    argv = [python, "-m", "paddle.distributed.launch", "--log_dir", str(run_dir / "paddle-launch")]
-    if t.gpus:
-        argv += ["--devices", ",".join(str(i) for i in range(t.gpus))]
-    else:
-        argv += ["--nproc_per_node", str(t.nproc)]
-    if t.nnodes > 1:   # (on one machine paddle picks its own ports; --nnodes 1 there breaks CPU launches)
-        argv += ["--nnodes", str(t.nnodes), "--master", f"{t.master_addr}:{t.port()}", "--rank", str(t.node_rank)]
-    comm = "nccl" if t.gpus else "gloo"
-    # the launcher takes any CUDA_VISIBLE_DEVICES (even empty) to mean GPUs: a CPU launch has none
-    unset = () if t.gpus else ("CUDA_VISIBLE_DEVICES",)
-    return Launch([Process("paddle.distributed.launch", argv + args, unset=unset)],
-                  {**base, "launcher": "paddle.distributed.launch", "comm": comm,
-                   "engine": f"paddle.DataParallel ({comm}) + DistributedBatchSampler",
-                   "rank_env": "PADDLE_TRAINER_ID", "local_rank_env": "PADDLE_LOCAL_RANK",
-                   "processes": t.world_size})
-
-
-def _msrun(t: Topology, python: str, args: list[str], run_dir: Path, base: dict) -> Launch:
-    argv = [python, "-m", "mindspore.parallel.cluster.run", f"--worker_num={t.world_size}",
-            f"--local_worker_num={t.per_node}", f"--master_addr={t.master_addr}", f"--master_port={t.port()}",
-            f"--node_rank={t.node_rank}", f"--log_dir={run_dir / 'msrun-log'}", "--join=True",
-            "--cluster_time_out=600", *args]
-    comm = "nccl" if t.gpus else "mccl"
-    # msrun starts each rank (and its scheduler) as `python SCRIPT ...`: the env's python must come first
-    return Launch([Process("msrun", argv, path_prefix=str(Path(python).parent))],
-                  {**base, "launcher": "msrun", "comm": comm,
-                   "engine": f"DATA_PARALLEL + DistributedGradReducer ({comm})",
-                   "rank_env": "RANK_ID", "local_rank_env": "DEVICE_ID", "processes": t.world_size})
-
-
-def _tf_strategy(t: Topology, python: str, args: list[str], run_dir: Path, base: dict) -> Launch:
-    job = {**base, "local_replicas": t.per_node, "processes": t.nnodes}
-    if t.nnodes > 1 and t.device == "cpu" and t.nproc > 1:
-        raise OcrbenchError(f"--nproc {t.nproc} with --nnodes {t.nnodes}: TensorFlow's MultiWorkerMirroredStrategy "
-                            "uses one CPU device per machine", hint="use --nproc 1 (one replica per machine)")
-    if t.nnodes == 1:
-        return Launch([Process("worker", [python, *args])],
-                      {**job, "launcher": "python", "strategy": "MirroredStrategy",
-                       "engine": "tf.distribute.MirroredStrategy"})
-    workers = list(t.hosts) or _loopback_hosts(t, "TensorFlow's MultiWorkerMirroredStrategy")
-    port = t.port()
-    workers = [h if ":" in h else f"{h}:{port + i if t.master_addr in LOOPBACK else port}"
-               for i, h in enumerate(workers)]
-    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": t.node_rank}}
-    env = {"TF_CONFIG": json.dumps(tf_config, separators=(",", ":")), "OCRBENCH_RANK": str(t.node_rank)}
-    return Launch([Process("worker", [python, *args], env)],
-                  {**job, "launcher": "TF_CONFIG", "strategy": "MultiWorkerMirroredStrategy",
-                   "engine": "tf.distribute.MultiWorkerMirroredStrategy", "rank_env": "OCRBENCH_RANK"})
-
-
-def _loopback_hosts(t: Topology, what: str) -> list[str]:
+def node_hosts(t: Topology, what: str) -> list[str]:
+    """Every node's address, node 0 first: ``--hosts``, or on loopback ``--master-addr`` once per node
+    (all "nodes" on this machine). Without either, an error saying that ``what`` needs ``--hosts``."""
+    if t.hosts:
+        return list(t.hosts)
     if t.master_addr not in LOOPBACK:
         raise OcrbenchError(f"{what} needs every node's address: give --hosts host0,host1,... "
                             f"({t.nnodes} of them, node 0 first)")
     return [t.master_addr] * t.nnodes
-
-
-def _mxnet_kvstore(t: Topology, python: str, args: list[str], run_dir: Path, base: dict) -> Launch:
-    if t.nnodes == 1:
-        kvstore = "device" if t.gpus else "local"
-        return Launch([Process("worker", [python, *args])],
-                      {**base, "local_replicas": t.per_node, "kvstore": kvstore,
-                       "engine": f"gluon.Trainer over {t.per_node} {t.device} contexts, kvstore {kvstore}"})
-    ps = {"DMLC_PS_ROOT_URI": t.master_addr, "DMLC_PS_ROOT_PORT": str(t.port()),
-          "DMLC_NUM_SERVER": str(t.nnodes), "DMLC_NUM_WORKER": str(t.nnodes)}
-    serve_ps = [python, "-c", "import mxnet"]   # mxnet runs its ps-lite role on import, then exits
-    # ps-lite numbers workers in the order they register; the one on node 0 writes (OCRBENCH_RANK)
-    processes = [Process("server", serve_ps, {**ps, "DMLC_ROLE": "server"}),
-                 Process("worker", [python, *args], {**ps, "DMLC_ROLE": "worker",
-                                                     "OCRBENCH_RANK": str(t.node_rank)})]
-    if t.node_rank == 0:
-        processes.insert(0, Process("scheduler", serve_ps, {**ps, "DMLC_ROLE": "scheduler"}))
-    kvstore = "dist_device_sync" if t.gpus else "dist_sync"
-    return Launch(processes, {**base, "launcher": "ps-lite (DMLC_ROLE)", "local_replicas": t.per_node,
-                              "processes": t.nnodes, "kvstore": kvstore, "rank_env": "OCRBENCH_RANK",
-                              "engine": f"gluon.Trainer over {t.per_node} {t.device} contexts per node, "
-                                        f"kvstore {kvstore}"})
-
-
-LAUNCHERS = {"torchrun": _torchrun, "paddle": _paddle_launch, "msrun": _msrun, "tf_strategy": _tf_strategy,
-             "mxnet_kvstore": _mxnet_kvstore}

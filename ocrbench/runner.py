@@ -94,18 +94,26 @@ def export_formats(requested: list[str], spec: BackendSpec) -> list[str]:
 def check_topology(t: distributed.Topology, spec: BackendSpec, check_visible: bool = True) -> None:
     """Fail before anything starts if the backend cannot train this way, or (``check_visible``) fewer
     GPUs are visible here than requested."""
-    if t.distributed and not spec.launcher:
-        raise OcrbenchError(f"backend {spec.name!r} trains on one device only (it has no distributed launcher)",
-                            hint="use --gpus 1 or --gpus 0")
-    if t.distributed and t.device == "cpu" and not spec.cpu_data_parallel:
-        raise OcrbenchError(f"--nproc {t.nproc}: {spec.framework} ({spec.name}) cannot train data-parallel on "
-                            "CPUs here (its collectives need GPUs)",
-                            hint="use --gpus N on a machine with GPUs, or --nproc 1")
+    if t.distributed:
+        check_launcher(t, spec)
     if check_visible:
         visible = hardware.gpus()
         if t.gpus > len(visible):
             raise OcrbenchError(f"--gpus {t.gpus}: only {len(visible)} GPU(s) visible on this machine",
                                 hint="use --gpus 0 to run on the CPU, or check nvidia-smi / CUDA_VISIBLE_DEVICES")
+
+
+def check_launcher(t: distributed.Topology, spec: BackendSpec) -> None:
+    """Refuse a distributed topology (world size > 1) the backend's launcher cannot start: none at all,
+    CPU replicas without CPU collectives, or what the launcher's own ``check`` refuses."""
+    if spec.launcher is None:
+        raise OcrbenchError(f"backend {spec.name!r} trains on one device only (it has no distributed launcher)",
+                            hint="use --gpus 1 or --gpus 0")
+    if t.device == "cpu" and not spec.launcher.cpu_data_parallel:
+        raise OcrbenchError(f"--nproc {t.nproc}: {spec.framework} ({spec.name}) cannot train data-parallel on "
+                            "CPUs here (its collectives need GPUs)",
+                            hint="use --gpus N on a machine with GPUs, or --nproc 1")
+    spec.launcher.check(t)
 
 
 def new_run_dir(out: Path, name: str, backend: str) -> Path:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from backends.mindspore.launch import Msrun
 from ocrbench.backend import BackendSpec
 from ocrbench.recipe import Section, column_lstm_param_count
 
@@ -31,6 +32,5 @@ BACKEND = BackendSpec(
     native_archs={"warpctc": WarpCtcParams},
     shared_archs=("crnn",),
     export_formats=("mindir", "onnx"),
-    launcher="msrun",
-    cpu_data_parallel=True,
+    launcher=Msrun(),
 )

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from backends.mxnet.launch import MxnetKvstore
 from ocrbench.backend import BackendSpec
 from ocrbench.recipe import Section, column_lstm_param_count
 
@@ -34,6 +35,5 @@ BACKEND = BackendSpec(
     shared_archs=("crnn",),
     export_formats=("mxnet", "onnx"),
     online_data=True,
-    launcher="mxnet_kvstore",
-    cpu_data_parallel=True,
+    launcher=MxnetKvstore(),
 )

@@ -6,6 +6,7 @@ from typing import Annotated
 from pydantic import Field
 
 from backends.paddleocr import layout
+from backends.paddleocr.launch import PaddleLaunch
 from ocrbench.backend import BackendSpec
 from ocrbench.recipe import Section
 
@@ -56,6 +57,5 @@ BACKEND = BackendSpec(
     shared_archs=("crnn",),
     export_formats=("paddle", "onnx"),
     other_distributions=("paddlepaddle-gpu",),
-    launcher="paddle",
-    cpu_data_parallel=True,
+    launcher=PaddleLaunch(),
 )

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from backends.pytorch.launch import Torchrun
 from ocrbench.backend import BackendSpec
 
 BACKEND = BackendSpec(
@@ -12,6 +13,5 @@ BACKEND = BackendSpec(
     requirements=Path(__file__).with_name("requirements.txt"),
     shared_archs=("crnn",),
     export_formats=("torchscript", "onnx"),
-    launcher="torchrun",
-    cpu_data_parallel=True,
+    launcher=Torchrun(),
 )

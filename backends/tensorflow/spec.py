@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from backends.tensorflow.launch import TfStrategy
 from backends.tensorflow.layout import CONV_BIAS, KERNELS
 from ocrbench.backend import BackendSpec
 from ocrbench.recipe import REFERENCE_CHANNELS, ConvChannels, InputWidth, Section
@@ -44,6 +45,5 @@ BACKEND = BackendSpec(
     shared_archs=("crnn",),
     export_formats=("savedmodel", "tflite", "onnx"),
     other_distributions=("tensorflow",),
-    launcher="tf_strategy",
-    cpu_data_parallel=True,
+    launcher=TfStrategy(),
 )
