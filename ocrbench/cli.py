@@ -271,7 +271,7 @@ def smoke(backend: str = typer.Option("all", "--backend", help="'all' or a comma
     for outcome in outcomes:
         failure = multirun.smoke_failure(outcome)
         acc = outcome.metrics["eval"]["seq_acc"] if outcome.metrics else None
-        target = sweep.learning_threshold(outcome.metrics) if outcome.metrics else None
+        target = multirun.learning_threshold(outcome.metrics) if outcome.metrics else None
         table.add_row(outcome.backend, "[green]pass[/green]" if failure is None else "[bold red]FAIL[/bold red]",
                       f"{outcome.seconds:.1f}", "-" if acc is None else f"{acc:.4f}",
                       "- (plumbing only)" if target is None else f"{target:g}", escape(failure or ""))
