@@ -141,11 +141,10 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
         if recipe is not None or backend or set_:
             raise OcrbenchError("--resume continues a run as it was recorded; give no recipe, --backend or --set")
         loaded, job = load_run(resume)
-        recipe_path = Path(job["recipe_path"]) if job.get("recipe_path") else None
-        recorded = job.get("distributed") or {}
-        if gpus is None and nproc is None and recorded.get("device") == "cpu":   # the devices it had
-            nproc = recorded.get("nproc_per_node")
-        gpus = job["device"]["gpus"] if gpus is None else gpus
+        recipe_path = Path(job.recipe_path) if job.recipe_path else None
+        if gpus is None and nproc is None and job.distributed.device == "cpu":   # the devices it had
+            nproc = job.distributed.nproc_per_node
+        gpus = job.gpus if gpus is None else gpus
     elif recipe is None:
         raise OcrbenchError("give a recipe file (or --resume RUN_DIR)")
     elif not many:

@@ -49,6 +49,17 @@ def _onnx_parity(m: dict, key: str) -> float | None:
     return None
 
 
+LOSS_UNITS = {"per_sample": "per sample", "per_char": "per char"}
+
+
+def loss_reduction(m: dict) -> str:
+    """How the run's backend reduced its CTC loss, e.g. ``mean, per sample`` (``-``: not recorded)."""
+    loss = m["train"].get("loss")
+    if not loss:
+        return "-"
+    return f"{loss['reduction']}, {LOSS_UNITS.get(loss['logged'], loss['logged'])}"
+
+
 def native_format(m: dict) -> str:
     formats = [x["format"] for x in m["exports"] if x["format"] != "onnx"]
     return formats[0] if formats else "-"
@@ -257,6 +268,12 @@ class Comparison:
         return len({r.text["devices"] for r in self.rows if r.runs}) > 1
 
     @property
+    def show_loss(self) -> bool:
+        """Whether the runs' losses are reduced differently (then a ``loss`` column and a note are shown:
+        their loss levels and curves are not on one scale)."""
+        return len({r.text["loss"] for r in self.rows if r.runs and r.text["loss"] != "-"}) > 1
+
+    @property
     def show_seeds(self) -> bool:
         return len({r.text["seeds"] for r in self.rows if r.runs}) > 1 or any(len(r.runs) > 1 for r in self.rows)
 
@@ -311,7 +328,7 @@ def _row(runs: list[Run], varying: list[str]) -> Row:
     text = {"backend": backend["name"],
             "framework": f"{backend['framework']} {backend['version'] or ''}".strip(),
             "arch": backend["arch"], "seeds": ", ".join(str(s) for s in seeds), "status": status,
-            "native format": native_format(first), "devices": devices(first)}
+            "native format": native_format(first), "devices": devices(first), "loss": loss_reduction(first)}
     label = runs[0].run_id if len(runs) == 1 else f"{backend['name']} ({len(runs)} seeds)"
     values = {m.key: aggregate([m.get(r.metrics) for r in runs]) for m in METRICS}
     params = recipe_parameters(runs[0])
@@ -321,7 +338,7 @@ def _row(runs: list[Run], varying: list[str]) -> Row:
 def not_started_row(backend: str, reason: str) -> Row:
     """A row for a backend whose run could not even start (e.g. its environment is not installed)."""
     text = {"backend": backend, "framework": "-", "arch": "-", "seeds": "", "status": f"failed: {reason}",
-            "native format": "-", "devices": "-"}
+            "native format": "-", "devices": "-", "loss": "-"}
     return Row(backend, [], text, {m.key: Stat(None, None, 0) for m in METRICS}, {}, ok=False)
 
 

@@ -30,9 +30,9 @@ from ocrbench import atomic, datasets, preprocess
 from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
 from ocrbench.labels import read_label_file
-from ocrbench.metrics import Protocol, read_predictions, score_files
+from ocrbench.metrics import Protocol, score_files
+from ocrbench.predictions import read_predictions, write_predictions
 from ocrbench.results import validate_metrics
-from ocrbench.worker import write_predictions
 
 GOAL_IDENTICAL = 0.999
 THROUGHPUT_BATCH = 32

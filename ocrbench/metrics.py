@@ -9,7 +9,7 @@ Definitions (all fractions in [0, 1]; ``lev`` is the Levenshtein distance, via r
   (a pair of two empty strings has distance 0). Higher is better.
 
 The protocol (case folding, space handling, charset filter) is applied to both sides first and is
-written into every result next to the numbers.
+written into every result next to the numbers. Prediction files are read by ``ocrbench.predictions``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Iterable
 from rapidfuzz.distance import Levenshtein
 
 from ocrbench.errors import OcrbenchError
+from ocrbench.predictions import read_predictions
 
 
 @dataclass(frozen=True)
@@ -71,25 +72,6 @@ def score(pairs: Iterable[tuple[str, str]], protocol: Protocol = Protocol(),
         "char_acc": max(0.0, 1.0 - cer),
         "ned": 1.0 - ned_sum / n,
     }
-
-
-def read_predictions(path: Path) -> dict[str, str]:
-    """Read an ``id<TAB>prediction`` file (a prediction may be empty)."""
-    predictions: dict[str, str] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except OSError as exc:
-        raise OcrbenchError(f"{path}: cannot read predictions ({exc})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line:
-            continue
-        if "\t" not in line:
-            raise OcrbenchError(f"{path}:{number}: expected 'id<TAB>prediction'")
-        key, text = line.split("\t", 1)
-        if key in predictions:
-            raise OcrbenchError(f"{path}:{number}: id {key!r} appears twice")
-        predictions[key] = text
-    return predictions
 
 
 def score_files(predictions_path: Path, labels: dict[str, str], protocol: Protocol,

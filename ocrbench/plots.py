@@ -50,7 +50,8 @@ def figure_png(comparison: Comparison) -> bytes:
         acc_axes.axhline(100 * target, color="grey", linestyle="--", linewidth=1, label=f"target {100 * target:g} %")
     acc_axes.set(title="Eval sequence accuracy against wall time", xlabel="wall time since training start (s)",
                  ylabel="sequence accuracy (%)")
-    loss_axes.set(title="Training loss against step", xlabel="optimizer step", ylabel="CTC loss (log scale)")
+    loss_title = "Training loss against step" + (" (reduced differently: not one scale)" if comparison.show_loss else "")
+    loss_axes.set(title=loss_title, xlabel="optimizer step", ylabel="CTC loss (log scale)")
     if all(p["loss"] > 0 for r in runs for p in (r.metrics["train"].get("loss_curve") or [])):
         loss_axes.set_yscale("log")
     for axes in (acc_axes, loss_axes):

@@ -201,6 +201,8 @@ class OptimizerSection(Section):
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd and rmsprop only")
     weight_decay: float = Field(0.0, ge=0, le=1)
     betas: tuple[float, float] = Field((0.9, 0.999), description="adam only")
+    eps: float = Field(1e-8, gt=0, le=1, description="adam only: the term added to the denominator "
+                       "(every backend passes it to its framework's Adam; 1e-8 is the usual default)")
 
 
 class ScheduleSection(Section):
@@ -222,6 +224,8 @@ class TrainSection(Section):
     seed: int = Field(0, ge=0)
     target_acc: float | None = Field(None, gt=0, le=1, description="sequence accuracy for time-to-target")
     grad_clip: float | None = Field(None, gt=0, description="global gradient-norm clip")
+    drop_last: bool = Field(True, description="leave out each epoch's partial last batch (every backend "
+                            "alike); a split smaller than one batch still trains on its one partial batch")
     loader_workers: int = Field(0, ge=0, le=64)
     log_every: int = Field(20, ge=1)
     eval_every: int = Field(1, ge=1, description="epochs between evaluations")

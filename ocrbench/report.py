@@ -55,6 +55,8 @@ def text_columns(comparison: Comparison) -> list[str]:
     columns = ["backend", "framework", "arch"]
     if comparison.show_devices:
         columns.append("devices")
+    if comparison.show_loss:
+        columns.append("loss")
     if comparison.show_seeds:
         columns.append("seeds")
     return columns
@@ -95,6 +97,14 @@ def preamble(comparison: Comparison) -> list[str]:
         hw = runs[0].metrics["hardware"]
         gpus = ", ".join(g.get("name", "?") for g in hw.get("gpus") or []) or "no GPU"
         lines.append(f"machine: {hw.get('cpu_model')}, {hw.get('cores')} cores, {gpus}")
+    if comparison.show_loss:
+        reductions = {}
+        for row in comparison.rows:
+            if row.runs and row.text["loss"] != "-":
+                reductions.setdefault(row.text["loss"], []).append(row.text["backend"])
+        lines.append("note: the backends reduce the CTC loss differently ("
+                     + "; ".join(f"{', '.join(dict.fromkeys(names))}: {loss}" for loss, names in reductions.items())
+                     + "), so their loss values and curves are not on one scale (the loss column)")
     if comparison.common:
         lines.append("common recipe parameters: "
                      + "; ".join(f"{k}={v}" for k, v in comparison.common.items()))

@@ -148,6 +148,7 @@ def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | 
     start = _last(attempt, "start") or {}
     model = _last(attempt, "model") or {}
     prepared = _last(attempt, "prepared") or {}
+    train_begin = _last(attempt, "train_begin") or {}
     train_end = _last(attempt, "train_end")
     done = _last(attempt, "done")
     error_event = _last(attempt, "error")
@@ -213,6 +214,7 @@ def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | 
             "time_to_target_s": time_to_target(curve, target),
             "curve": curve,
             "loss_curve": build_loss_curve(events),
+            "loss": train_begin.get("loss"),
         },
         "eval": {
             "protocol": {**recipe["eval"]["protocol"], "decoder": DECODER},

@@ -29,15 +29,14 @@ from typing import Iterable
 import yaml
 
 import ocrbench
-from ocrbench import atomic, datasets, distributed, envs, hardware
-from ocrbench import export_parity as neutral
+from ocrbench import atomic, datasets, distributed, envs, export_parity, hardware
 from ocrbench.backend import BackendSpec, get_backend
 from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
+from ocrbench.job import Dataset as JobDataset, Distributed, Job
 from ocrbench.metrics import Protocol
 from ocrbench.recipe import Recipe, validate_arch_params, validate_data
 from ocrbench.results import EvalScorer, assemble, export_record, read_events, validate_metrics
-from ocrbench.worker import JOB_SCHEMA
 
 POLL_S = 0.2
 
@@ -132,35 +131,32 @@ def new_run_dir(out: Path, name: str, backend: str) -> Path:
 
 
 def job_spec(p: Plan, run_dir: Path, dataset: datasets.PreparedDataset, launch: distributed.Launch,
-             resume: bool) -> dict:
-    """The file contract between core and worker (docs/backends.md). ``train`` holds what one device uses:
-    the per-device batch and the scaled learning rate (the recipe's values are in ``distributed``)."""
+             resume: bool) -> Job:
+    """The file contract between core and worker (``ocrbench.job``, docs/backends.md). ``train`` holds what
+    one device uses: the per-device batch and the scaled learning rate (the recipe's values are in
+    ``distributed``, made from the launch's ``job`` dict here)."""
     r = p.resolved
-    dist = launch.job
-    train = {**r["train"], "batch_size": dist["per_device_batch"],
-             "optimizer": {**r["train"]["optimizer"], "lr": dist["lr"]}}
-    train["threads"] = process_threads(train["threads"], dist)
-    return {
-        "schema": JOB_SCHEMA,
-        "run_id": run_dir.name,
-        "run_dir": str(run_dir),
-        "backend": p.spec.name,
-        "recipe_path": str(p.recipe_path) if p.recipe_path else None,
-        "resume": resume,
-        "dataset": {"dir": str(dataset.root), "fingerprint": dataset.fingerprint, "charset": dataset.charset,
-                    "online": r["data"] if r["data"].get("online") else None,
-                    "train": "train.txt", "eval": "eval.txt",
-                    "max_label_len": max(s["max_len"] for s in dataset.manifest["splits"].values()),
-                    "native_dir": str(dataset.root / "native" / p.spec.name)},
-        "model": r["model"],
-        "train": train,
-        "eval": r["eval"],
-        "export": r["export"],
-        "device": {"gpus": dist["nproc_per_node"] if dist["device"] == "gpu" else 0},
-        "distributed": dist,
-        "paths": {"events": "events.jsonl", "native_log": "native.log", "checkpoints": "checkpoints",
-                  "predictions": "predictions", "exports": "exports"},
-    }
+    dist = Distributed.from_json(launch.job)
+    train = {**r["train"], "batch_size": dist.per_device_batch,
+             "optimizer": {**r["train"]["optimizer"], "lr": dist.lr}}
+    train["threads"] = process_threads(train["threads"], launch.job)
+    return Job(
+        run_id=run_dir.name,
+        run_dir=run_dir,
+        backend=p.spec.name,
+        recipe_path=str(p.recipe_path) if p.recipe_path else None,
+        resume=resume,
+        dataset=JobDataset(dir=dataset.root, fingerprint=dataset.fingerprint, charset=dataset.charset,
+                           online=r["data"] if r["data"].get("online") else None,
+                           max_label_len=max(s["max_len"] for s in dataset.manifest["splits"].values()),
+                           native_dir=dataset.root / "native" / p.spec.name),
+        model=r["model"],
+        train=train,
+        eval=r["eval"],
+        export=r["export"],
+        gpus=dist.nproc_per_node if dist.device == "gpu" else 0,
+        distributed=dist,
+    )
 
 
 def worker_args(spec: BackendSpec, job_path: Path) -> list[str]:
@@ -215,7 +211,7 @@ class Runner:
         if self.resume_dir is None:
             atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(self.p.resolved, sort_keys=False,
                                                                       allow_unicode=True))
-        atomic.write_json(run_dir / "job.json", job)
+        atomic.write_json(run_dir / "job.json", job.to_json())
         hw = hardware.describe()
         atomic.write_json(run_dir / "environment.json", {
             "ocrbench": ocrbench.__version__, "core_python": sys.version.split()[0],
@@ -302,7 +298,7 @@ class Runner:
         except OcrbenchError as exc:  # e.g. a predictions file that does not match the eval split
             metrics = assemble(**context, scorer=None, failure={"type": "ScoringError", "message": exc.message,
                                                                 "stage": "scoring"})
-        neutral.attach_parity(metrics, run_dir, dataset.root, Charset(dataset.charset),
+        export_parity.attach_parity(metrics, run_dir, dataset.root, Charset(dataset.charset),
                               Protocol(**self.p.resolved["eval"]["protocol"]))
         validate_metrics(metrics)
         atomic.write_json(run_dir / "metrics.json", metrics)
@@ -419,17 +415,16 @@ def export_run(run_dir: Path, formats: list[str] | None, console, command: list[
     data = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
     if formats:
         data["export"]["formats"] = formats
-    job = json.loads((run_dir / "job.json").read_text())
-    p = plan(validate_data(data, str(run_dir / "recipe.yaml")), Path(job["recipe_path"]) if job.get("recipe_path") else None)
-    dataset = datasets.open_prepared(Path(job["dataset"]["dir"]))
+    recorded = json.loads((run_dir / "job.json").read_text())   # where the recipe and its data were
+    p = plan(validate_data(data, str(run_dir / "recipe.yaml")),
+             Path(recorded["recipe_path"]) if recorded.get("recipe_path") else None)
+    dataset = datasets.open_prepared(Path(recorded["dataset"]["dir"]))
     runner = Runner(p, run_dir.parent, distributed.Topology(), None, command, console, resume_dir=run_dir)
     python, _ = envs.resolve_python(p.spec, runner.python_override)
     launch = runner.launch(python, run_dir, "job-export.json")   # one process, on the CPU
-    atomic.write_json(run_dir / "job-export.json", {**job, "stage": "export", "resume": False,
-                                                    "run_dir": str(run_dir), "run_id": run_dir.name,
-                                                    "export": p.resolved["export"], "device": {"gpus": 0},
-                                                    "distributed": launch.job,
-                                                    "paths": {**job["paths"], "events": "events-export.jsonl"}})
+    job = job_spec(p, run_dir, dataset, launch, resume=False)
+    job = dataclasses.replace(job, stage="export", gpus=0, paths={**job.paths, "events": "events-export.jsonl"})
+    atomic.write_json(run_dir / "job-export.json", job.to_json())
     (run_dir / "events-export.jsonl").unlink(missing_ok=True)
     runner._follow(launch, run_dir, runner._scorer(run_dir, dataset), "events-export.jsonl")
     events = read_events(run_dir / "events-export.jsonl")
@@ -442,14 +437,14 @@ def export_run(run_dir: Path, formats: list[str] | None, console, command: list[
     for event in (e for e in events if e["event"] == "export"):
         metrics["exports"] = [x for x in metrics["exports"] if x["format"] != event["format"]] + [
             export_record(event)]
-    neutral.attach_parity(metrics, run_dir, dataset.root, Charset(dataset.charset),
+    export_parity.attach_parity(metrics, run_dir, dataset.root, Charset(dataset.charset),
                           Protocol(**p.resolved["eval"]["protocol"]))
     validate_metrics(metrics)
     atomic.write_json(metrics_path, metrics)
     return metrics, exported
 
 
-def load_run(run_dir: Path) -> tuple[Recipe, dict]:
+def load_run(run_dir: Path) -> tuple[Recipe, Job]:
     """The resolved recipe and job spec of an existing run (for --resume)."""
     recipe_file, job_file = run_dir / "recipe.yaml", run_dir / "job.json"
     if not recipe_file.is_file() or not job_file.is_file():
@@ -459,4 +454,4 @@ def load_run(run_dir: Path) -> tuple[Recipe, dict]:
         raise OcrbenchError(f"--resume {run_dir}: this run already completed (metrics.json status ok)",
                             hint="start a new run instead; a completed run is never overwritten")
     data = yaml.safe_load(recipe_file.read_text(encoding="utf-8"))
-    return validate_data(data, str(recipe_file)), json.loads(job_file.read_text())
+    return validate_data(data, str(recipe_file)), Job.read(job_file)

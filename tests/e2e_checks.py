@@ -151,3 +151,18 @@ def check_onnx_parity(run_dir: Path, export: dict) -> dict:
     assert parity["latency_ms_p50"] > 0 and parity["latency_ms_p95"] >= parity["latency_ms_p50"]
     assert parity["throughput_ips"] > 0
     return parity
+
+
+def check_partial_batch_policy(recipe: Path, out: Path, backend: str, reduction: str) -> None:
+    """``train.drop_last`` is the core's policy, the same in every backend: 250 training images in batches
+    of 32 train 7 steps (224 images) an epoch by default, 8 steps (all 250) with ``drop_last: false``; and
+    metrics.json records how the backend reduces its loss."""
+    for drop, steps, samples in ((True, 7, 224), (False, 8, 250)):
+        run_dir = smoke(recipe, out / f"drop_last-{drop}", "data.train_size=250", "train.epochs=1",
+                        "train.batch_size=32", "export.formats=[]", f"train.drop_last={str(drop).lower()}")
+        metrics = check_complete_run(run_dir, backend, epochs=1, eval_n=64)
+        assert (metrics["train"]["steps"], metrics["train"]["samples"]) == (steps, samples), metrics["train"]
+        assert metrics["train"]["loss"]["reduction"] == reduction, metrics["train"]["loss"]
+        events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+        begin = next(e for e in events if e["event"] == "train_begin")
+        assert begin["steps_per_epoch"] == steps and begin["drop_last"] is drop

@@ -6,8 +6,9 @@ import pytest
 
 from backends.mindspore.spec import WarpCtcParams
 from conftest import ROOT
-from e2e_checks import (check_learned, recipe_epochs, backend_python, check_complete_run, check_exports, check_onnx_parity,
-                        check_reloaded_parity, check_small_crnn, extend_by_resume, in_env, smoke)
+from e2e_checks import (backend_python, check_complete_run, check_exports, check_learned, check_onnx_parity,
+                        check_partial_batch_policy, check_reloaded_parity, check_small_crnn, extend_by_resume,
+                        in_env, recipe_epochs, smoke)
 from ocrbench.recipe import CrnnParams
 from pins import pinned_version
 
@@ -68,3 +69,7 @@ def test_reference_sizes_match_the_formulas(ms_python):
     crnn, warpctc = map(int, in_env(ms_python, code).split())
     assert crnn == CrnnParams().param_count(11) == 8_317_963
     assert warpctc == WarpCtcParams().param_count(11) == 3_552_779
+
+
+def test_partial_last_batch_policy_and_loss_reduction(tmp_path, ms_python):
+    check_partial_batch_policy(SMOKE, tmp_path, "mindspore", reduction="sum")

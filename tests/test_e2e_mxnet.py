@@ -7,8 +7,9 @@ import pytest
 
 from backends.mxnet.spec import LstmCtcParams
 from conftest import ROOT
-from e2e_checks import (PLUMBING, check_learned, recipe_epochs, backend_python, check_complete_run, check_exports, check_reloaded_parity, check_small_crnn,
-                        extend_by_resume, in_env, smoke)
+from e2e_checks import (PLUMBING, backend_python, check_complete_run, check_exports, check_learned,
+                        check_partial_batch_policy, check_reloaded_parity, check_small_crnn, extend_by_resume,
+                        in_env, recipe_epochs, smoke)
 from ocrbench.recipe import CrnnParams
 from pins import pinned_version
 
@@ -74,3 +75,7 @@ def test_online_captchas_and_resume(tmp_path, mx_python):
     assert [e for e in events if e["event"] == "prepared"][0]["online"] is True
     # extend the finished run by one epoch through --resume: it restores params and optimizer state
     extend_by_resume(run_dir, "mxnet", eval_n=64)
+
+
+def test_partial_last_batch_policy_and_loss_reduction(tmp_path, mx_python):
+    check_partial_batch_policy(SMOKE, tmp_path, "mxnet", reduction="mean")

@@ -8,7 +8,8 @@ import yaml
 from backends.paddleocr.spec import CrnnMobileNetV3Params
 from conftest import ROOT
 from e2e_checks import (PLUMBING, backend_python, check_complete_run, check_exports, check_onnx_parity,
-                        check_reloaded_parity, check_small_crnn, extend_by_resume, in_env, smoke)
+                        check_partial_batch_policy, check_reloaded_parity, check_small_crnn, extend_by_resume,
+                        in_env, smoke)
 from ocrbench.recipe import CrnnParams
 from pins import pinned_version
 
@@ -93,3 +94,7 @@ def test_reference_sizes_match_the_formulas(paddle_python):
     assert crnn == CrnnParams().param_count(11) == 8_317_963
     # rec_chinese_lite_train_v2.0: 6623 dictionary characters + space + blank
     assert mobilenet == CrnnMobileNetV3Params().param_count(6625) == 1_081_377
+
+
+def test_partial_last_batch_policy_and_loss_reduction(tmp_path, paddle_python):
+    check_partial_batch_policy(SMOKE, tmp_path, "paddleocr", reduction="mean")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import OCRBENCH, ROOT, run_cli
-from e2e_checks import PLUMBING, check_learned, recipe_epochs, check_complete_run, check_exports, check_onnx_parity, check_reloaded_parity
+from e2e_checks import (PLUMBING, check_complete_run, check_exports, check_learned, check_onnx_parity,
+                        check_partial_batch_policy, check_reloaded_parity, recipe_epochs)
 from ocrbench import envs
 from ocrbench.backend import get_backend
 from ocrbench.recipe import CrnnParams
@@ -182,3 +183,7 @@ def test_worker_failure_still_writes_a_failed_metrics_json(smoke_run, tmp_path):
     assert metrics["status"] == "failed" and metrics["error"]["stage"] == "worker"
     assert "no checkpoint" in metrics["error"]["message"] and metrics["eval"]["seq_acc"] is None
     assert "Traceback" in (run_dir / "native.log").read_text()  # the details stay in the native log
+
+
+def test_partial_last_batch_policy_and_loss_reduction(tmp_path, torch_python):
+    check_partial_batch_policy(SMOKE, tmp_path, "pytorch", reduction="char_mean")

@@ -6,8 +6,9 @@ import pytest
 
 from backends.tensorflow.spec import ShadowNetParams
 from conftest import ROOT
-from e2e_checks import (check_learned, recipe_epochs, backend_python, check_complete_run, check_exports, check_onnx_parity,
-                        check_reloaded_parity, check_small_crnn, extend_by_resume, in_env, smoke)
+from e2e_checks import (backend_python, check_complete_run, check_exports, check_learned, check_onnx_parity,
+                        check_partial_batch_policy, check_reloaded_parity, check_small_crnn, extend_by_resume,
+                        in_env, recipe_epochs, smoke)
 from ocrbench.recipe import CrnnParams
 from pins import pinned_version
 
@@ -96,3 +97,7 @@ def test_reference_sizes_match_the_formulas(tf_python):
     (crnn, crnn_steps), (shadow, shadow_steps) = [map(int, line.split()) for line in lines]
     assert crnn == CrnnParams().param_count(11) == 8_317_963 and crnn_steps == 26
     assert shadow == ShadowNetParams().param_count(37) and shadow_steps == 25  # upstream: 37 classes, T = 25
+
+
+def test_partial_last_batch_policy_and_loss_reduction(tmp_path, tf_python):
+    check_partial_batch_policy(SMOKE, tmp_path, "tensorflow", reduction="mean")

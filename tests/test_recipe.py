@@ -25,6 +25,14 @@ def test_valid_recipe_gets_defaults(tmp_path):
     assert p.resolved["train"]["epochs"] == 10
     assert p.resolved["model"]["params"]["channels"] == [64, 128, 256, 256, 512, 512, 512]
     assert p.resolved["data"]["charset"] == "0123456789"
+    # the comparison policies: one default for every backend (docs/recipes.md)
+    assert p.resolved["train"]["drop_last"] is True and p.resolved["train"]["optimizer"]["eps"] == 1e-8
+
+
+def test_comparison_policies_are_validated(tmp_path):
+    message = error_of(tmp_path, TINY_CAPTCHA + "train:\n  optimizer: {eps: 0}\n  drop_last: maybe\n")
+    assert "train.optimizer.eps: Input should be greater than 0" in message
+    assert "train.drop_last: Input should be a valid boolean" in message
 
 
 def test_unknown_key_suggests_the_right_one(tmp_path):

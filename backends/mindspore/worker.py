@@ -6,7 +6,9 @@ metadata); best paths are converted to ocrbench's blank-0 convention in ``predic
 GRAPH_MODE (the whole step — forward, CTC loss, gradients, global-norm clipping, optimizer — is one
 compiled graph; PyNative vs Graph measured in docs/backends.md). Loss: ``nn.CTCLoss(blank=last)`` on
 log-softmax, per sample, **summed over the batch** (WarpCTC returns per-sample losses with sensitivity 1
-each, i.e. the gradient of the sum). Labels are passed with their true lengths (WarpCTC passes its blank
+each, i.e. the gradient of the sum; ``loss_spec``: sum, logged per sample — the logged loss is the sum
+divided by the batch). The partial last batch of an epoch is dropped or kept as ``train.drop_last`` says
+(``batch(drop_remainder=...)``; a kept partial batch is a new shape, which GRAPH_MODE compiles once more). Labels are passed with their true lengths (WarpCTC passes its blank
 padding to the loss as labels; ocrbench does not — docs/backends.md).
 
 Data parallel as WarpCTC's ``--run_distribute``: msrun starts one process per device (GPU, or CPU with
@@ -19,7 +21,6 @@ the recipe's ``train.lr_scaling: linear``, as upstream).
 from __future__ import annotations
 
 import os
-import random
 import re
 from pathlib import Path
 
@@ -35,8 +36,7 @@ from backends.mindspore import mindrecord  # noqa: E402
 from backends.mindspore.model import WARPCTC_MEAN, WARPCTC_STD, build, use_im2col  # noqa: E402
 from ocrbench import preprocess  # noqa: E402
 from ocrbench.codec import from_blank_last  # noqa: E402
-from ocrbench.labels import read_label_file  # noqa: E402
-from ocrbench.worker import EpochContext, Job, compare_logits, serve  # noqa: E402
+from ocrbench.worker import EpochContext, LossSpec, Trainer, compare_logits, serve  # noqa: E402
 
 CHECKPOINT = re.compile(r"(?P<arch>\w+)-(?P<epoch>\d+)-(?P<step>\d+)\.ckpt")
 
@@ -83,25 +83,23 @@ class TrainStep(nn.Cell):
         return loss
 
 
-class MindSporeTrainer:
+class MindSporeTrainer(Trainer):
     framework = "mindspore"
 
     def version(self) -> str:
         return ms.__version__
 
-    def setup(self, job: Job) -> dict:
-        self.job = job
-        threads = job.train["threads"] or os.cpu_count() or 1
+    def setup(self) -> dict:
+        job = self.job
+        threads = self.threads()
         target = "GPU" if job.gpus >= 1 else "CPU"
+        self.require_gpus(lambda: int(ms.hal.is_available("GPU")),
+                          hint="the registry's mindspore wheel is a CPU build: pass --python with a GPU build")
         ms.set_context(mode=ms.GRAPH_MODE)
         if job.gpus >= 1:
             ms.set_device(target, job.local_rank)   # msrun: one process per GPU
         else:
             ms.set_device(target)
-        ms.set_seed(job.train["seed"])
-        ds.config.set_seed(job.train["seed"])
-        random.seed(job.train["seed"])
-        np.random.seed(job.train["seed"])
         info = {"device": target, "threads": threads, "mode": "GRAPH_MODE"}
         self.shard = (1, 0)
         if job.processes > 1:   # started by msrun: join its cluster
@@ -111,26 +109,28 @@ class MindSporeTrainer:
             ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                          device_num=get_group_size())
             self.shard = (get_group_size(), get_rank())
-            info["distributed"] = {"comm": job.distributed["comm"], "group_size": get_group_size()}
+            info["distributed"] = {"comm": job.distributed.comm, "group_size": get_group_size()}
         return info
 
+    def seed_framework(self, seed: int) -> None:
+        ms.set_seed(seed)
+        ds.config.set_seed(seed)   # reset to the epoch's seed for every training epoch (``_data``)
+
     # ---------------------------------------------------------------------------------------- data
-    def prepare(self, job: Job) -> dict:
+    def prepare(self) -> dict:
         """Canonical dataset -> MindRecord files under native/mindspore (shared by runs on the data)."""
+        job = self.job
         self.native = job.native_dir
         reused = all(mindrecord.record_path(self.native, s).is_file() for s in mindrecord.SPLITS)
         if not reused:
-            mindrecord.write_native(job.dataset_dir, job.charset.chars, self.native,
-                                    job.raw["dataset"]["max_label_len"])
-        self.ids = {split: [s.path for s in read_label_file(job.dataset_dir / f"{split}.txt")]
-                    for split in mindrecord.SPLITS}
+            mindrecord.write_native(job.dataset_dir, job.charset.chars, self.native, self.max_label_len)
         return {"format": "MindRecord (image bytes, label padded with the blank, length, id)",
                 "path": str(self.native), "reused": reused}
 
     def _data(self, split: str, epoch: int = 0) -> ds.Dataset:
         train = split == "train"
         if train:
-            ds.config.set_seed(self.job.train["seed"] * 100_003 + epoch)  # each epoch's order reproducible
+            ds.config.set_seed(self.epoch_seed(epoch))  # each epoch's order reproducible
         workers = max(1, self.job.train["loader_workers"] or 1)
         batch = self.job.train["batch_size"] if train else self.job.eval["batch_size"]
         return mindrecord.pipeline(self.native, split, self.arch, self.height, self.width, batch,
@@ -138,12 +138,16 @@ class MindSporeTrainer:
                                    shard=self.shard if train else (1, 0))
 
     def _full_batches(self) -> bool:
-        """Training uses full batches (static graph shapes; WarpCTC drops the remainder too) unless the
-        split is smaller than one batch."""
-        return len(self.ids["train"]) // self.shard[0] >= self.job.train["batch_size"]
+        """``train.drop_last`` (WarpCTC drops the remainder too; full batches keep the graph's shapes
+        static) on this rank's shard, unless it is smaller than one batch."""
+        return self.drop_last(self._shard_size(), self.job.train["batch_size"])
+
+    def _shard_size(self) -> int:
+        return len(self.sample_ids("train")) // self.shard[0]
 
     # --------------------------------------------------------------------------------------- model
-    def build(self, job: Job) -> dict:
+    def build(self) -> dict:
+        job = self.job
         self.arch, self.params = job.model["arch"], job.model["params"]
         if self.arch == "warpctc":
             self.channels, self.height = 3, self.params["input_height"]
@@ -164,9 +168,11 @@ class MindSporeTrainer:
                 "mode": "GRAPH_MODE", "conv": "im2col + MatMul" if self.im2col else "Conv2D"}
 
     def steps_per_epoch(self) -> int:
-        if self._full_batches():   # this rank's shard in full batches
-            return len(self.ids["train"]) // self.shard[0] // self.job.train["batch_size"]
-        return 1
+        return self.epoch_steps(self._shard_size(), self.job.train["batch_size"])   # this rank's shard
+
+    def loss_spec(self) -> LossSpec:
+        return LossSpec(reduction="sum", logged="per_sample",
+                        native="nn.CTCLoss(blank=last, reduction='none') on log-softmax, summed over the batch")
 
     def input_spec(self) -> dict:
         size = {"decoder": "cv2", "height": self.height, "width": self.width, "interpolation": "cv2_linear"}
@@ -214,7 +220,7 @@ class MindSporeTrainer:
         return self._predict_with(nn.GraphCell(ms.load(str(directory / "model.mindir"))), "eval")
 
     def _predict_with(self, net, split: str):
-        ids, offset = self.ids[split], 0
+        ids, offset = self.sample_ids(split), 0
         for images, _, _ in self._data(split).create_tuple_iterator(num_epochs=1):
             logits = net(images)                                        # (T, B, C)
             paths = from_blank_last(logits.argmax(axis=2).asnumpy().T, self.classes)  # (B, T)
@@ -249,7 +255,7 @@ class MindSporeTrainer:
         self.net.set_train(False)
         images, _, _ = next(self._data("eval").create_tuple_iterator(num_epochs=1))
         inputs = images[:n]
-        return self.ids["eval"][:inputs.shape[0]], inputs.asnumpy(), self.net(inputs).asnumpy()
+        return self.sample_ids("eval")[:inputs.shape[0]], inputs.asnumpy(), self.net(inputs).asnumpy()
 
     def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
         self.net.set_train(False)
@@ -291,7 +297,7 @@ def make_optimizer(params: list, spec: dict) -> nn.Optimizer:
     if spec["name"] == "sgd":
         return nn.Momentum(params, learning_rate=lr, momentum=spec["momentum"])
     if spec["name"] == "adam":
-        return nn.Adam(params, learning_rate=lr, beta1=spec["betas"][0], beta2=spec["betas"][1], eps=1e-8)
+        return nn.Adam(params, learning_rate=lr, beta1=spec["betas"][0], beta2=spec["betas"][1], eps=spec["eps"])
     if spec["name"] == "rmsprop":
         return nn.RMSProp(params, learning_rate=lr, momentum=spec["momentum"])
     if spec["name"] == "adadelta":

@@ -7,7 +7,9 @@ the model's input. With ``data.online: true`` training captchas are instead rend
 deterministic set every epoch, like the example's generator.
 
 Loss is ``ctc_loss(..., blank_label='first')`` (blank 0, as in the example and the core), one value per
-sample; ``Trainer.step(batch_size)`` averages the gradients over the batch. Checkpoints follow the
+sample; ``Trainer.update(batch_size)`` averages the gradients over the batch (``loss_spec``: mean, logged
+per sample). The partial last batch of an epoch is dropped or kept as ``train.drop_last`` says
+(``DataLoader(last_batch="discard" / "keep")``). Checkpoints follow the
 example's convention ``ocr-symbol.json`` + ``ocr-NNNN.params`` (1-based epoch), plus ``ocr-NNNN.states``
 (optimizer state, saved with ``mx.nd.save``: no pickle anywhere, so nothing executes code on load).
 
@@ -23,7 +25,6 @@ per-step learning-rate schedule applies.
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 from pathlib import Path
@@ -36,7 +37,7 @@ from backends.mxnet.model import PIXEL_SCALE, build
 from ocrbench import preprocess
 from ocrbench.codec import pad_targets
 from ocrbench.labels import read_label_file
-from ocrbench.worker import EpochContext, Job, compare_logits, serve
+from ocrbench.worker import EpochContext, Job, LossSpec, Trainer, compare_logits, serve
 
 PREFIX = "ocr"
 SPLITS = ("train", "eval")
@@ -82,32 +83,26 @@ class OnlineCaptchas(gluon.data.Dataset):
         return image.asnumpy().transpose(2, 0, 1), targets[0].astype(np.float32)
 
 
-class MxnetTrainer:
+class MxnetTrainer(Trainer):
     framework = "mxnet"
 
     def version(self) -> str:
         return mx.__version__
 
-    def setup(self, job: Job) -> dict:
-        seed = job.train["seed"]
-        random.seed(seed)
-        np.random.seed(seed)
-        mx.random.seed(seed)
+    def setup(self) -> dict:
+        job = self.job
         replicas = job.local_replicas
+        self.require_gpus(mx.context.num_gpus, needed=replicas,
+                          hint="install a CUDA build, e.g. mxnet-cu112, and pass --python")
         if job.gpus >= 1:
-            if mx.context.num_gpus() < replicas:
-                raise RuntimeError(f"--gpus asked for {replicas} GPU(s) but this mxnet build sees "
-                                   f"{mx.context.num_gpus()} ({mx.__version__}; install a CUDA build, e.g. "
-                                   "mxnet-cu112, and pass --python)")
             self.ctxs = [mx.gpu(i) for i in range(replicas)]
         else:
             self.ctxs = [mx.cpu(i) for i in range(replicas)] if replicas > 1 else [mx.cpu()]
         self.ctx = self.ctxs[0]   # evaluation, checkpoints and exports
-        self.job = job
         threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
         info = {"device": ", ".join(str(c) for c in self.ctxs), "threads": int(threads)}
         self.kvstore, self.shard = None, (1, 0)
-        kind = job.distributed.get("kvstore")
+        kind = job.distributed.kvstore
         if kind and "dist" in kind:   # ps-lite numbers the workers: this one reads data shard kv.rank
             self.kvstore = mx.kv.create(kind)
             self.shard = (self.kvstore.num_workers, self.kvstore.rank)
@@ -118,9 +113,13 @@ class MxnetTrainer:
             info["distributed"] = {"kvstore": kind, "contexts": len(self.ctxs)}
         return info
 
+    def seed_framework(self, seed: int) -> None:
+        mx.random.seed(seed)
+
     # ---------------------------------------------------------------------------------------- data
-    def prepare(self, job: Job) -> dict:
+    def prepare(self) -> dict:
         """Canonical dataset -> ``<split>.rec`` + ``<split>.idx`` under the dataset's native/mxnet dir."""
+        job = self.job
         target = job.native_dir / "recordio"
         reused = (target / "eval.rec").is_file()
         if not reused:
@@ -133,14 +132,13 @@ class MxnetTrainer:
                 shutil.rmtree(target)
             os.replace(tmp, target)
         self.rec_dir = target
-        self.ids = {s: [x.path for x in read_label_file(job.dataset_dir / f"{s}.txt")] for s in SPLITS}
         return {"format": "MXNet RecordIO (.rec + .idx, label = zero-padded classes)", "path": str(target),
-                "reused": reused, "online": bool(job.raw["dataset"].get("online"))}
+                "reused": reused, "online": bool(job.dataset.online)}
 
     @staticmethod
     def _write_split(job: Job, split: str, out: Path) -> None:
         samples = read_label_file(job.dataset_dir / f"{split}.txt")
-        targets, _ = pad_targets([s.text for s in samples], job.charset, job.raw["dataset"]["max_label_len"])
+        targets, _ = pad_targets([s.text for s in samples], job.charset, job.dataset.max_label_len)
         writer = mx.recordio.MXIndexedRecordIO(str(out / f"{split}.idx"), str(out / f"{split}.rec"), "w")
         for index, (sample, target) in enumerate(zip(samples, targets)):
             header = mx.recordio.IRHeader(0, target.astype(np.float32), index, 0)
@@ -153,22 +151,27 @@ class MxnetTrainer:
 
     def _loader(self, split: str, epoch: int = 0) -> gluon.data.DataLoader:
         height, width = self._input_size()
-        online = self.job.raw["dataset"].get("online")
+        online = self.job.dataset.online
         workers = self.job.train["loader_workers"]
-        if split == "train" and online:
-            dataset = OnlineCaptchas(online, epoch, height, width, self.job.charset,
-                                     self.job.raw["dataset"]["max_label_len"])
-            return gluon.data.DataLoader(dataset.shard(*self.shard), self.job.process_batch, shuffle=False,
-                                         num_workers=workers)
+        if split == "train":   # this worker's shard (all of it on one machine), this process's batch
+            if online:
+                shard = OnlineCaptchas(online, epoch, height, width, self.job.charset,
+                                       self.max_label_len).shard(*self.shard)
+            else:
+                if split not in self._datasets:
+                    self._datasets[split] = CachedImages(self.rec_dir / f"{split}.rec", height, width)
+                shard = self._datasets[split].shard(*self.shard)
+            batch = self.job.process_batch
+            last_batch = "discard" if self.drop_last(len(shard), batch) else "keep"
+            return gluon.data.DataLoader(shard, batch, shuffle=not online, num_workers=workers,
+                                         last_batch=last_batch)
         if split not in self._datasets:
             self._datasets[split] = CachedImages(self.rec_dir / f"{split}.rec", height, width)
-        if split == "train":   # this worker's shard (all of it on one machine), this process's batch
-            return gluon.data.DataLoader(self._datasets[split].shard(*self.shard), self.job.process_batch,
-                                         shuffle=True, num_workers=workers)
         return gluon.data.DataLoader(self._datasets[split], self.job.eval["batch_size"], shuffle=False)
 
     # --------------------------------------------------------------------------------------- model
-    def build(self, job: Job) -> dict:
+    def build(self) -> dict:
+        job = self.job
         arch = job.model["arch"]
         self.scale, self.shift, self.pixels = PIXEL_SCALE[arch]
         self.net = build(arch, job.charset.num_classes, job.model["params"])
@@ -204,6 +207,10 @@ class MxnetTrainer:
     def steps_per_epoch(self) -> int:
         return len(self.train_loader)
 
+    def loss_spec(self) -> LossSpec:
+        return LossSpec(reduction="mean", logged="per_sample",
+                        native="mx.nd.ctc_loss(blank_label='first') per sample, gluon.Trainer.update(global batch)")
+
     def input_spec(self) -> dict:
         height, width = self._input_size()
         return {"shape": [None, 1, height, width], "layout": "NCHW", "color": "gray", "dtype": "float32",
@@ -217,7 +224,7 @@ class MxnetTrainer:
         return images.as_in_context(context or self.ctx).astype("float32") * self.scale + self.shift
 
     def train_epoch(self, ctx: EpochContext) -> float:
-        if self.job.raw["dataset"].get("online"):
+        if self.job.dataset.online:
             self.train_loader = self._loader("train", ctx.epoch)
         clip = self.job.train["grad_clip"]
         processes = self.job.processes
@@ -269,7 +276,7 @@ class MxnetTrainer:
         return self._predict_with(block, "eval")
 
     def _predict_with(self, net, split: str):
-        ids = self.ids[split]
+        ids = self.sample_ids(split)
         offset = 0
         for images, _ in self._loader(split):
             logits = net(self._to_input(images))
@@ -301,7 +308,7 @@ class MxnetTrainer:
         """The first n eval images through the RecordIO pipeline and the network's logits (T, B, C)."""
         images, _ = next(iter(self._loader("eval")))
         inputs = self._to_input(images[:n])
-        return self.ids["eval"][:inputs.shape[0]], inputs.asnumpy(), self.net(inputs).asnumpy()
+        return self.sample_ids("eval")[:inputs.shape[0]], inputs.asnumpy(), self.net(inputs).asnumpy()
 
     def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
         height, width = self._input_size()
@@ -320,7 +327,7 @@ def optimizer_args(spec: dict) -> tuple[str, dict]:
     if spec["name"] == "sgd":
         return "sgd", {**common, "momentum": spec["momentum"]}
     if spec["name"] == "adam":
-        return "adam", {**common, "beta1": spec["betas"][0], "beta2": spec["betas"][1]}
+        return "adam", {**common, "beta1": spec["betas"][0], "beta2": spec["betas"][1], "epsilon": spec["eps"]}
     if spec["name"] == "rmsprop":
         return "rmsprop", {**common, "gamma2": spec["momentum"], "centered": False}
     if spec["name"] == "adadelta":

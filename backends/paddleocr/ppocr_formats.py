@@ -65,7 +65,7 @@ def train_config(job: Job, native: Path) -> dict:
         lr.update(end_lr=schedule["end_lr"], power=schedule["power"])
     optimizer = {"name": OPTIMIZERS[spec["name"]], "lr": lr}
     if spec["name"] == "adam":
-        optimizer.update(beta1=spec["betas"][0], beta2=spec["betas"][1])
+        optimizer.update(beta1=spec["betas"][0], beta2=spec["betas"][1], epsilon=spec["eps"])
     elif spec["name"] in ("sgd", "rmsprop"):
         optimizer["momentum"] = spec["momentum"]
     if spec["weight_decay"]:
@@ -81,7 +81,8 @@ def train_config(job: Job, native: Path) -> dict:
                                            {"CTCLabelEncode": None},
                                            {"RecResizeImg": {"image_shape": [3, HEIGHT, width]}},
                                            {"KeepKeys": {"keep_keys": ["image", "label", "length"]}}]},
-                "loader": {"shuffle": shuffle, "batch_size_per_card": batch, "drop_last": shuffle,
+                "loader": {"shuffle": shuffle, "batch_size_per_card": batch,
+                           "drop_last": shuffle and bool(train["drop_last"]),
                            "num_workers": train["loader_workers"]}}
 
     return {
@@ -90,7 +91,7 @@ def train_config(job: Job, native: Path) -> dict:
                    "save_epoch_step": 1, "eval_batch_step": [0, 10 ** 9], "cal_metric_during_train": False,
                    "pretrained_model": None, "checkpoints": None, "use_visualdl": False,
                    "character_dict_path": str(native / DICT_FILE), "character_type": "ch",
-                   "max_text_length": job.raw["dataset"]["max_label_len"], "use_space_char": False,
+                   "max_text_length": job.dataset.max_label_len, "use_space_char": False,
                    "seed": train["seed"]},
         "Optimizer": optimizer,
         "Architecture": {"model_type": "rec", "algorithm": "CRNN", "Transform": None,

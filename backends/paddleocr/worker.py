@@ -7,7 +7,8 @@ dict file as native data, the PaddleOCR training config, ``latest`` / ``best_acc
 
 Conventions are PaddleOCR's and ocrbench's alike: blank 0, dict line k -> class k + 1; logits (T, B, C)
 time-major. Loss: ``paddle.nn.CTCLoss(blank=0, reduction="none")`` on logits, averaged over the batch
-(not normalised by label length), as ppocr's CTCLoss.
+(not normalised by label length), as ppocr's CTCLoss (``loss_spec``: mean, logged per sample). The partial
+last batch of an epoch is dropped or kept as ``train.drop_last`` says.
 
 Data parallel as PaddleOCR's ``python -m paddle.distributed.launch``: one process per device (GPU, or
 CPU with ``--nproc``, gloo), ``init_parallel_env()``, the model wrapped in ``paddle.DataParallel``
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import shutil
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from ocrbench import preprocess
 from ocrbench.codec import pad_targets
 from ocrbench.labels import read_label_file
 from ocrbench.metrics import Protocol, score_files
-from ocrbench.worker import EpochContext, Job, compare_logits, serve
+from ocrbench.worker import EpochContext, LossSpec, Trainer, compare_logits, serve
 
 HEIGHT = 32
 
@@ -90,36 +90,35 @@ def to_batch(images: list[np.ndarray], width: int) -> np.ndarray:
     return batch
 
 
-class PaddleTrainer:
+class PaddleTrainer(Trainer):
     framework = "paddle"
 
     def version(self) -> str:
         return paddle.__version__
 
-    def setup(self, job: Job) -> dict:
-        self.job = job
+    def setup(self) -> dict:
+        job = self.job
+        self.require_gpus(lambda: paddle.device.cuda.device_count() if paddle.device.is_compiled_with_cuda() else 0,
+                          hint="a CPU build? point the backend at an interpreter with paddlepaddle-gpu via --python")
         if job.gpus >= 1:
-            if not paddle.device.is_compiled_with_cuda():
-                raise RuntimeError(f"--gpus asked for a GPU but paddle {paddle.__version__} is a CPU build "
-                                   "(point the backend at an interpreter with paddlepaddle-gpu via --python)")
             paddle.set_device(f"gpu:{job.local_rank}")
         else:
             paddle.set_device("cpu")
-        seed = job.train["seed"]
-        paddle.seed(seed)
-        random.seed(seed)
-        np.random.seed(seed)
         info = {"device": paddle.get_device(), "threads": job.train["threads"] or os.cpu_count()}
         self.parallel = job.processes > 1
         if self.parallel:   # started by paddle.distributed.launch: join its process group
             paddle.distributed.init_parallel_env()
-            info["distributed"] = {"comm": job.distributed["comm"],
+            info["distributed"] = {"comm": job.distributed.comm,
                                    "paddle_world_size": paddle.distributed.get_world_size()}
         return info
 
+    def seed_framework(self, seed: int) -> None:
+        paddle.seed(seed)
+
     # ---------------------------------------------------------------------------------------- data
-    def prepare(self, job: Job) -> dict:
+    def prepare(self) -> dict:
         """SimpleDataSet label lists (paths relative to the canonical dataset, the data_dir) + dict."""
+        job = self.job
         self.native = job.native_dir
         reused = ppocr_formats.native_ready(self.native)
         if not reused:
@@ -130,7 +129,8 @@ class PaddleTrainer:
                 "path": str(self.native), "reused": reused}
 
     # --------------------------------------------------------------------------------------- model
-    def build(self, job: Job) -> dict:
+    def build(self) -> dict:
+        job = self.job
         self.arch, self.params = job.model["arch"], job.model["params"]
         self.width = self.params["input_width"]
         self.channels = 3 if self.arch == "crnn_mobilenetv3" else 1
@@ -138,12 +138,13 @@ class PaddleTrainer:
         self.model = build(self.arch, job.charset.num_classes, self.params)
         self.trained = paddle.DataParallel(self.model) if self.parallel else self.model   # what trains
         self.sampler = None
-        if self.parallel:   # this rank's batches of each epoch (full batches only)
-            self.sampler = paddle.io.DistributedBatchSampler(self.samples["train"], job.train["batch_size"],
-                                                             shuffle=True, drop_last=True)
+        if self.parallel:   # this rank's batches of each epoch (train.drop_last, of this rank's share)
+            share = -(-len(self.samples["train"]) // job.processes)   # the sampler pads the shares to equal size
+            self.sampler = paddle.io.DistributedBatchSampler(
+                self.samples["train"], job.train["batch_size"], shuffle=True,
+                drop_last=self.drop_last(share, job.train["batch_size"]))
         self.optimizer = make_optimizer(self.model, job.train)
         self.ctc = paddle.nn.CTCLoss(blank=0, reduction="none")
-        self.max_len = job.raw["dataset"]["max_label_len"]
         self.best = {"acc": -1.0, "epoch": 0}
         self.is_best = False
         if job.rank == 0:   # rank 0 writes (two ranks replacing one file raced: a missing temp file)
@@ -155,8 +156,11 @@ class PaddleTrainer:
     def steps_per_epoch(self) -> int:
         if self.sampler is not None:
             return len(self.sampler)
-        n, batch = len(self.samples["train"]), self.job.train["batch_size"]
-        return n // batch if n >= batch else 1
+        return self.epoch_steps(len(self.samples["train"]), self.job.train["batch_size"])
+
+    def loss_spec(self) -> LossSpec:
+        return LossSpec(reduction="mean", logged="per_sample",
+                        native="paddle.nn.CTCLoss(blank=0, reduction='none'), averaged over the batch")
 
     def input_spec(self) -> dict:
         if self.arch == "crnn_mobilenetv3":
@@ -173,8 +177,8 @@ class PaddleTrainer:
                 "preprocess": preprocess.describe(decode="gray", decoder="pil", height=HEIGHT, width=self.width,
                                                   interpolation="pil_bilinear", mean=[0.5], std=[0.5])}
 
-    def _batches(self, split: str, order: list[int], batch_size: int, full_only: bool):
-        stop = len(order) - len(order) % batch_size if full_only and len(order) >= batch_size else len(order)
+    def _batches(self, split: str, order: list[int], batch_size: int, drop_last: bool):
+        stop = len(order) - len(order) % batch_size if drop_last else len(order)
         for start in range(0, stop, batch_size):
             yield self._batch(split, order[start: start + batch_size])
 
@@ -182,16 +186,16 @@ class PaddleTrainer:
         """(ids, images (B, C, 32, W) float32, targets (B, max_len) blank-0 padded, lengths) of samples."""
         chosen = [self.samples[split][i] for i in indices]
         images = to_batch([self.images[s.path] for s in chosen], self.width)
-        targets, lengths = pad_targets([s.text for s in chosen], self.job.charset, self.max_len)
+        targets, lengths = pad_targets([s.text for s in chosen], self.job.charset, self.max_label_len)
         return [s.path for s in chosen], images, targets, lengths
 
     def _train_batches(self, epoch: int):
         if self.sampler is not None:
-            self.sampler.set_epoch(self.job.train["seed"] * 100_003 + epoch)
+            self.sampler.set_epoch(self.epoch_seed(epoch))
             return (self._batch("train", indices) for indices in self.sampler)
-        order = np.random.RandomState(self.job.train["seed"] * 100_003 + epoch).permutation(
-            len(self.samples["train"])).tolist()
-        return self._batches("train", order, self.job.train["batch_size"], True)
+        order = np.random.RandomState(self.epoch_seed(epoch)).permutation(len(self.samples["train"])).tolist()
+        batch = self.job.train["batch_size"]
+        return self._batches("train", order, batch, self.drop_last(len(order), batch))
 
     def train_epoch(self, ctx: EpochContext) -> float:
         self.model.train()
@@ -331,7 +335,7 @@ def make_optimizer(model: paddle.nn.Layer, train: dict) -> paddle.optimizer.Opti
     common = {"learning_rate": spec["lr"], "parameters": model.parameters(), "weight_decay": decay,
               "grad_clip": clip}
     if spec["name"] == "adam":
-        return paddle.optimizer.Adam(beta1=spec["betas"][0], beta2=spec["betas"][1], **common)
+        return paddle.optimizer.Adam(beta1=spec["betas"][0], beta2=spec["betas"][1], epsilon=spec["eps"], **common)
     if spec["name"] == "sgd":
         return paddle.optimizer.Momentum(momentum=spec["momentum"], **common)
     if spec["name"] == "rmsprop":

@@ -3,7 +3,8 @@
 Native data is LMDB in the crnn.pytorch / DTRB layout (1-based keys). Images are read gray, resized to
 32 x input_width (bilinear, aspect ratio not kept) and scaled to [-1, 1]. Loss is nn.CTCLoss with blank 0
 (ocrbench's convention is PyTorch's own, so nothing is converted), mean reduction (each sample's loss is
-divided by its target length, then averaged — PyTorch's default).
+divided by its target length, then averaged — PyTorch's default; ``loss_spec``: char_mean). The partial
+last batch of an epoch is dropped or kept as ``train.drop_last`` says (``DataLoader(drop_last=...)``).
 
 Data parallel: started by torchrun (one process per GPU, or per CPU replica with ``--nproc``), each rank
 joins the process group (NCCL on GPUs, gloo on CPUs), trains a DistributedDataParallel wrapper (gradients
@@ -16,7 +17,6 @@ from __future__ import annotations
 import copy
 import io
 import os
-import random
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from ocrbench import preprocess
 from ocrbench.codec import Charset, pad_targets
 from ocrbench.labels import read_label_file
 from ocrbench.lmdb_layout import LmdbReader, write_lmdb
-from ocrbench.worker import EpochContext, Job, serve
+from ocrbench.worker import EpochContext, LossSpec, Trainer, serve
 
 CHECKPOINT = "last.pt"
 HEIGHT = 32
@@ -80,39 +80,38 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
 
 
-class TorchTrainer:
+class TorchTrainer(Trainer):
     framework = "torch"
 
     def version(self) -> str:
         return torch.__version__
 
-    def setup(self, job: Job) -> dict:
-        threads = job.train["threads"] or os.cpu_count() or 1
+    def setup(self) -> dict:
+        job = self.job
+        threads = self.threads()
         torch.set_num_threads(threads)
-        seed = job.train["seed"]
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        self.require_gpus(lambda: torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                          hint=f"CUDA {torch.version.cuda}")
         if job.gpus >= 1:
-            if not torch.cuda.is_available():
-                raise RuntimeError("--gpus asked for a GPU but this torch build sees none "
-                                   f"(torch {torch.__version__}, CUDA {torch.version.cuda})")
             self.device = torch.device("cuda", job.local_rank)   # torchrun: one process per GPU
             torch.cuda.set_device(self.device)
             name = torch.cuda.get_device_name(self.device)
         else:
             self.device = torch.device("cpu")
             name = "cpu"
-        self.job = job
         info = {"device": name, "threads": threads, "cuda": torch.version.cuda}
         if job.processes > 1:   # torchrun set RANK, WORLD_SIZE, MASTER_ADDR/PORT
-            dist.init_process_group(backend=job.distributed["comm"])
+            dist.init_process_group(backend=job.distributed.comm)
             info["distributed"] = {"comm": dist.get_backend(), "torch_world_size": dist.get_world_size()}
         return info
 
+    def seed_framework(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
     # ---------------------------------------------------------------------------------------- data
-    def prepare(self, job: Job) -> dict:
+    def prepare(self) -> dict:
         """Canonical dataset -> one LMDB per split under the dataset's native/pytorch directory."""
+        job = self.job
         reused = True
         for split in ("train", "eval"):
             target = job.native_dir / split
@@ -121,28 +120,29 @@ class TorchTrainer:
                 samples = read_label_file(job.dataset_dir / f"{split}.txt")
                 pairs = ((job.dataset_dir.joinpath(s.path).read_bytes(), s.text) for s in samples)
                 write_lmdb(target, pairs)
-        self.ids = {split: [s.path for s in read_label_file(job.dataset_dir / f"{split}.txt")]
-                    for split in ("train", "eval")}
         return {"format": "lmdb (crnn.pytorch/DTRB layout, 1-based keys)", "path": str(job.native_dir),
                 "reused": reused}
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         """Batches of ``split``; a data-parallel training loader reads this rank's DistributedSampler
-        share (its shuffle seeded by the recipe's seed and the epoch, see ``train_epoch``)."""
+        share (its shuffle seeded by the recipe's seed and the epoch, see ``train_epoch``). A training
+        loader leaves out the partial last batch as ``train.drop_last`` says."""
         dataset = LmdbImages(self.job.native_dir / split, self.params["input_width"])
         workers = self.job.train["loader_workers"]
-        generator = torch.Generator().manual_seed(self.job.train["seed"])
+        generator = torch.Generator().manual_seed(self.seed)
         sampler = None
         if shuffle and dist.is_initialized():
-            sampler = DistributedSampler(dataset, shuffle=True, seed=self.job.train["seed"])
+            sampler = DistributedSampler(dataset, shuffle=True, seed=self.seed)
+        share = len(sampler) if sampler is not None else len(dataset)   # the images this rank reads
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                          num_workers=workers,
-                          collate_fn=Collate(self.job.charset, self.job.raw["dataset"]["max_label_len"]),
+                          num_workers=workers, drop_last=shuffle and self.drop_last(share, batch_size),
+                          collate_fn=Collate(self.job.charset, self.max_label_len),
                           generator=generator, persistent_workers=workers > 0,
                           pin_memory=self.device.type == "cuda")
 
     # --------------------------------------------------------------------------------------- model
-    def build(self, job: Job) -> dict:
+    def build(self) -> dict:
+        job = self.job
         self.params = job.model["params"]
         classes = job.charset.num_classes
         self.model = CRNN(classes, **self.params).to(self.device)
@@ -159,6 +159,10 @@ class TorchTrainer:
 
     def steps_per_epoch(self) -> int:
         return len(self.train_loader)
+
+    def loss_spec(self) -> LossSpec:
+        return LossSpec(reduction="char_mean", logged="per_char",
+                        native="torch.nn.CTCLoss(blank=0, reduction='mean', zero_infinity=True)")
 
     def input_spec(self) -> dict:
         return {"shape": [None, 1, HEIGHT, self.params["input_width"]], "layout": "NCHW", "color": "gray",
@@ -209,7 +213,7 @@ class TorchTrainer:
 
     @torch.no_grad()
     def _predict_with(self, model, split: str, device: torch.device):
-        ids = self.ids[split]
+        ids = self.sample_ids(split)
         offset = 0
         loader = self.eval_loader if split == "eval" else self._loader(split, self.job.eval["batch_size"], False)
         for images, _, _ in loader:
@@ -243,7 +247,7 @@ class TorchTrainer:
         inputs = to_input(images[:n], self.device)
         with torch.no_grad():
             outputs = self.model(inputs)
-        return self.ids["eval"][:len(inputs)], inputs.cpu().numpy(), outputs.cpu().numpy()
+        return self.sample_ids("eval")[:len(inputs)], inputs.cpu().numpy(), outputs.cpu().numpy()
 
     def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
         model = copy.deepcopy(self.model).cpu().eval()
@@ -267,7 +271,7 @@ def make_optimizer(model: nn.Module, spec: dict) -> torch.optim.Optimizer:
     """The recipe's optimizer; the lr is overwritten each step from the shared schedule."""
     params, lr, decay = model.parameters(), spec["lr"], spec["weight_decay"]
     if spec["name"] == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(spec["betas"]), weight_decay=decay)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(spec["betas"]), eps=spec["eps"], weight_decay=decay)
     if spec["name"] == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=spec["momentum"], weight_decay=decay)
     if spec["name"] == "rmsprop":

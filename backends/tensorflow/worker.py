@@ -5,7 +5,8 @@ backend the **CTC blank is the last class** and character ``charset[k]`` is clas
 convention, also in the exports' metadata); best paths are converted to ocrbench's blank-0 convention in
 ``predict`` (``ocrbench.codec.from_blank_last``). Images are NHWC; ShadowNet reads BGR, the shared crnn
 reads gray, both scaled to [-1, 1]. Loss: ``tf.nn.ctc_loss`` on sparse labels (the native CTC kernel,
-blank last), averaged over the batch as upstream. The training step is a ``tf.function`` without XLA (measured
+blank last), averaged over the batch as upstream (``loss_spec``: mean, logged per sample). The partial last
+batch of an epoch is dropped or kept as ``train.drop_last`` says (``padded_batch(drop_remainder=...)``). The training step is a ``tf.function`` without XLA (measured
 slower on CPU; see docs/backends.md).
 
 Data parallel with tf.distribute: on one machine a ``MirroredStrategy`` over the GPUs, or over N logical
@@ -19,7 +20,6 @@ so the summed gradients are the global mean.
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import numpy as np
@@ -33,29 +33,25 @@ from backends.tensorflow import tfrecords  # noqa: E402
 from backends.tensorflow.model import HEIGHT, build, input_channels  # noqa: E402
 from ocrbench import preprocess  # noqa: E402
 from ocrbench.codec import from_blank_last  # noqa: E402
-from ocrbench.worker import EpochContext, Job, compare_logits, serve  # noqa: E402
+from ocrbench.worker import EpochContext, Job, LossSpec, Trainer, compare_logits, serve  # noqa: E402
 
 SHUFFLE_BUFFER = 100_000
 
 
-class TensorFlowTrainer:
+class TensorFlowTrainer(Trainer):
     framework = "tensorflow"
 
     def version(self) -> str:
         return tf.__version__
 
-    def setup(self, job: Job) -> dict:
-        self.job = job
-        threads = job.train["threads"] or os.cpu_count() or 1
+    def setup(self) -> dict:
+        job = self.job
+        threads = self.threads()
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-        keras.utils.set_random_seed(job.train["seed"])
-        random.seed(job.train["seed"])
         gpus = tf.config.list_physical_devices("GPU")
-        if job.gpus >= 1 and not gpus:
-            raise RuntimeError(f"--gpus asked for a GPU but this TensorFlow build sees none (tensorflow "
-                               f"{tf.__version__}; the registry's tensorflow-cpu has no CUDA: point the "
-                               "backend at an interpreter with a CUDA build via --python)")
+        self.require_gpus(lambda: len(gpus), hint="the registry's tensorflow-cpu has no CUDA: point the backend "
+                          "at an interpreter with a CUDA build via --python")
         self.device = "/GPU:0" if job.gpus >= 1 else "/CPU:0"
         if job.gpus == 0 and gpus:
             tf.config.set_visible_devices([], "GPU")
@@ -67,10 +63,13 @@ class TensorFlowTrainer:
                                    "replicas_in_sync": self.strategy.num_replicas_in_sync}
         return info
 
+    def seed_framework(self, seed: int) -> None:
+        keras.utils.set_random_seed(seed)   # Python's, numpy's and TensorFlow's generators
+
     @staticmethod
     def _strategy(job: Job):
         """The tf.distribute strategy the job asks for (None: one device, no strategy)."""
-        kind = job.distributed.get("strategy")
+        kind = job.distributed.strategy
         if kind == "MultiWorkerMirroredStrategy":   # TF_CONFIG names the workers and this one's index
             options = tf.distribute.experimental.CommunicationOptions(
                 implementation=tf.distribute.experimental.CommunicationImplementation.RING)
@@ -91,8 +90,9 @@ class TensorFlowTrainer:
         return self.job.train["batch_size"] * self.job.world_size
 
     # ---------------------------------------------------------------------------------------- data
-    def prepare(self, job: Job) -> dict:
+    def prepare(self) -> dict:
         """Canonical dataset -> TFRecords + dictionaries under native/tensorflow/<W>x32 (shared by runs)."""
+        job = self.job
         self.width = job.model["params"]["input_width"]
         self.native = job.native_dir / f"{self.width}x{HEIGHT}"
         reused = (self.native / "char_dict" / "ord_map.json").is_file()
@@ -100,13 +100,13 @@ class TensorFlowTrainer:
             tfrecords.write_native(job.dataset_dir, job.charset.chars, self.native, self.width)
         self.records = {split: tfrecords.parsed_records(self.native, split, self.width)
                         for split in ("train", "eval")}
-        self.sizes = {split: sum(1 for _ in open(job.dataset_dir / f"{split}.txt", encoding="utf-8"))
-                      for split in ("train", "eval")}
+        self.sizes = {split: len(self.sample_ids(split)) for split in ("train", "eval")}
         return {"format": "tfrecords (CRNN_Tensorflow layout: images/labels/imagepaths + char_dict, ord_map)",
                 "path": str(self.native), "reused": reused}
 
     # --------------------------------------------------------------------------------------- model
-    def build(self, job: Job) -> dict:
+    def build(self) -> dict:
+        job = self.job
         arch = job.model["arch"]
         self.arch, self.params = arch, job.model["params"]
         self.classes = job.charset.num_classes          # characters + 1; blank = classes - 1
@@ -174,14 +174,16 @@ class TensorFlowTrainer:
         return distributed_step
 
     def _drop_remainder(self) -> bool:
-        """Training uses full batches only (the partial last batch is left out; each epoch's shuffle
-        leaves out different samples), unless the split is smaller than one batch."""
-        return self.sizes["train"] >= self.global_batch
+        """``train.drop_last``: the partial last global batch is left out (each epoch's shuffle leaves out
+        different samples), unless the split is smaller than one batch."""
+        return self.drop_last(self.sizes["train"], self.global_batch)
 
     def steps_per_epoch(self) -> int:
-        if self._drop_remainder():
-            return self.sizes["train"] // self.global_batch
-        return 1
+        return self.epoch_steps(self.sizes["train"], self.global_batch)
+
+    def loss_spec(self) -> LossSpec:
+        return LossSpec(reduction="mean", logged="per_sample",
+                        native="tf.nn.ctc_loss(blank_index=-1) per sample, tf.nn.compute_average_loss")
 
     def input_spec(self) -> dict:
         gray = input_channels(self.arch) == 1
@@ -199,13 +201,13 @@ class TensorFlowTrainer:
                 "output": "logits (batch, time, classes), batch-major", "layout": "BTC"}
 
     def train_epoch(self, ctx: EpochContext) -> float:
-        seed = self.job.train["seed"] * 100_003 + ctx.epoch
-        data = tfrecords.batches(self.records["train"], self.global_batch, seed, SHUFFLE_BUFFER,
-                                 drop_remainder=self._drop_remainder())
+        data = tfrecords.batches(self.records["train"], self.global_batch, self.epoch_seed(ctx.epoch),
+                                 SHUFFLE_BUFFER, drop_remainder=self._drop_remainder())
         if self.strategy is not None:   # each replica gets its slice of every global batch
             data = self.strategy.experimental_distribute_dataset(data.map(lambda *x: x[:3]).with_options(
                 shard_by_data()))
         share = self.job.processes
+        left = self.sizes["train"]   # under a strategy: the images still to come this epoch, over every worker
         total, batches = 0.0, 0
         with tf.device(self.device):
             for images, labels, lengths, *_ in data:
@@ -214,7 +216,9 @@ class TensorFlowTrainer:
                 value = float(loss)
                 total += value
                 batches += 1
-                ctx.step(self.global_batch // share if self.strategy else int(images.shape[0]), value)
+                taken = min(self.global_batch, left)
+                left -= taken
+                ctx.step(taken // share if self.strategy else int(images.shape[0]), value)
         return total / max(batches, 1)
 
     def weight_arrays(self) -> list[list[np.ndarray]]:
@@ -309,7 +313,7 @@ def make_optimizer(spec: dict) -> keras.optimizers.Optimizer:
     if spec["name"] == "sgd":
         return keras.optimizers.SGD(lr, momentum=spec["momentum"])
     if spec["name"] == "adam":
-        return keras.optimizers.Adam(lr, beta_1=spec["betas"][0], beta_2=spec["betas"][1], epsilon=1e-8)
+        return keras.optimizers.Adam(lr, beta_1=spec["betas"][0], beta_2=spec["betas"][1], epsilon=spec["eps"])
     if spec["name"] == "rmsprop":
         return keras.optimizers.RMSprop(lr, momentum=spec["momentum"])
     if spec["name"] == "adadelta":

@@ -1,10 +1,11 @@
 """The worker side of the backend protocol: one driver loop shared by every backend.
 
-A backend's worker module (run inside the backend's own environment) implements :class:`Trainer` — the
-framework-specific parts — and calls :func:`serve`. The driver owns everything else, identically for all
-backends: reading the job spec, the epoch loop, evaluation cadence, CTC decoding (one decoder, in
-``ocrbench.codec``), prediction files, resume bookkeeping, exports bookkeeping, timing and the JSON-lines
-event stream. Metrics are *not* computed here: the core scores the prediction files.
+A backend's worker module (run inside the backend's own environment) subclasses :class:`Trainer` — the
+framework-specific parts — and calls :func:`serve` with that class. The driver owns everything else,
+identically for all backends: reading the job spec (``ocrbench.job``), seeding, the epoch loop,
+evaluation cadence, CTC decoding (one decoder, in ``ocrbench.codec``), prediction files
+(``ocrbench.predictions``), resume bookkeeping, exports bookkeeping, timing and the JSON-lines event
+stream. Metrics are *not* computed here: the core scores the prediction files.
 
 Data-parallel runs: every rank runs this driver with the same job spec; the launcher (torchrun, paddle's
 launch, msrun, ...) tells each its rank. Only **rank 0 writes**: events, evaluations, predictions,
@@ -15,171 +16,243 @@ Standard library and numpy only.
 
 from __future__ import annotations
 
+import abc
 import fcntl
 import hashlib
 import json
 import os
+import random
 import resource
 import shutil
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from ocrbench import atomic
-from ocrbench.codec import Charset, decode_best_paths
+from ocrbench.job import JOB_SCHEMA, Dataset, Distributed, Job, JobSpecError  # noqa: F401 - the contract
+from ocrbench.labels import read_label_file
+from ocrbench.predictions import write_predictions
 from ocrbench.schedule import Schedule
 
-JOB_SCHEMA = "ocrbench.job/1"
+LOSS_REDUCTIONS = {
+    "mean": "the per-sample CTC losses averaged over the batch",
+    "sum": "the per-sample CTC losses summed over the batch",
+    "char_mean": "each sample's CTC loss divided by its label length, then averaged over the batch",
+}
+LOSS_UNITS = {"per_sample": "per sample", "per_char": "per label character"}
 
 
-@dataclass
-class Job:
-    """The job spec the core wrote (``job.json``), with paths resolved."""
+@dataclass(frozen=True)
+class LossSpec:
+    """How a backend's training loss is reduced, recorded in metrics.json (``train.loss``) so that
+    ``ocrbench compare`` can say when two runs' losses are not on one scale.
 
-    raw: dict
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.raw["run_dir"])
-
-    @property
-    def dataset_dir(self) -> Path:
-        return Path(self.raw["dataset"]["dir"])
-
-    @property
-    def native_dir(self) -> Path:
-        """Where the backend keeps its native copy of the dataset (shared by runs on the same data)."""
-        return Path(self.raw["dataset"]["native_dir"])
-
-    @property
-    def charset(self) -> Charset:
-        return Charset(self.raw["dataset"]["charset"])
-
-    @property
-    def model(self) -> dict:
-        return self.raw["model"]
-
-    @property
-    def train(self) -> dict:
-        return self.raw["train"]
-
-    @property
-    def eval(self) -> dict:
-        return self.raw["eval"]
-
-    @property
-    def gpus(self) -> int:
-        """GPUs on this node (0 = CPU)."""
-        return int(self.raw["device"]["gpus"])
-
-    @property
-    def distributed(self) -> dict:
-        """The job's ``distributed`` section (ocrbench.distributed): world_size, nnodes, nproc_per_node,
-        device, launcher, local_replicas (devices this process drives), processes, per_device_batch,
-        global_batch, lr, and backend-specific keys (comm, kvstore, strategy)."""
-        return self.raw.get("distributed") or {"world_size": 1, "nnodes": 1, "nproc_per_node": 1,
-                                               "local_replicas": 1, "processes": 1, "rank_env": None,
-                                               "local_rank_env": None}
-
-    @property
-    def world_size(self) -> int:
-        """Data-parallel replicas over all nodes (1 = one device)."""
-        return int(self.distributed["world_size"])
-
-    @property
-    def local_replicas(self) -> int:
-        """Devices this process drives itself (TensorFlow MirroredStrategy, MXNet contexts); 1 when
-        the launcher starts one process per device."""
-        return int(self.distributed["local_replicas"])
-
-    @property
-    def processes(self) -> int:
-        """Worker processes of the run over all nodes (> 1: this process joins a launcher's group)."""
-        return int(self.distributed["processes"])
-
-    @property
-    def process_batch(self) -> int:
-        """Images this process loads per step: the per-device batch times its local replicas."""
-        return int(self.train["batch_size"]) * self.local_replicas
-
-    @property
-    def rank(self) -> int:
-        """This process's rank among the worker processes (0 writes the results), from the variable the
-        launcher sets (``distributed.rank_env``); 0 without one."""
-        name = self.distributed.get("rank_env")
-        return int(os.environ.get(name, "0")) if name else 0
-
-    @property
-    def local_rank(self) -> int:
-        """This process's index on its node (which GPU it uses)."""
-        name = self.distributed.get("local_rank_env")
-        return int(os.environ.get(name, "0")) if name else 0
-
-    def path(self, name: str) -> Path:
-        """A run-directory path from the job's ``paths`` table (events, predictions, checkpoints, ...)."""
-        return self.run_dir / self.raw["paths"][name]
-
-
-class Trainer(Protocol):
-    """What a backend implements. Shapes and conventions:
-
-    * labels use ocrbench.codec's convention: class 0 is the CTC blank, charset[i] is class i + 1;
-    * ``predict`` yields (ids, best_paths) with best_paths an int array (batch, time), batch-major,
-      holding the argmax class per step in that convention.
+    ``reduction`` (a key of LOSS_REDUCTIONS): how the per-sample CTC losses of a batch become the loss whose
+    gradient is taken — with ``sum`` the gradient is the batch size times that of ``mean``.
+    ``logged`` (``per_sample`` or ``per_char``): what the loss reported to ``EpochContext.step`` and
+    returned by ``train_epoch`` (the loss curves) is an average of. ``native``: the framework's call.
     """
 
-    framework: str  # e.g. "torch"
+    reduction: str
+    logged: str
+    native: str
 
-    def version(self) -> str: ...
+    def __post_init__(self):
+        if self.reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"LossSpec.reduction {self.reduction!r}: use one of {', '.join(LOSS_REDUCTIONS)}")
+        if self.logged not in LOSS_UNITS:
+            raise ValueError(f"LossSpec.logged {self.logged!r}: use one of {', '.join(LOSS_UNITS)}")
 
-    def setup(self, job: Job) -> dict: ...                 # devices, threads, seeds; returns device info
-
-    def prepare(self, job: Job) -> dict: ...               # canonical -> native data; returns info
-
-    def build(self, job: Job) -> dict: ...                 # model + optimizer; returns {"params", ...}
-
-    def steps_per_epoch(self) -> int: ...
-
-    def train_epoch(self, ctx: "EpochContext") -> float: ...  # returns the epoch's mean loss
-
-    def predict(self, split: str) -> Iterable[tuple[list[str], np.ndarray]]: ...
-
-    def save(self, directory: Path, epoch: int) -> list[Path]: ...
-
-    def load(self, directory: Path) -> None: ...
-
-    def export(self, fmt: str, directory: Path, opset: int) -> list[Path]: ...
-
-    def input_spec(self) -> dict: ...                      # shape/layout/pixel range of the model input
-
-    # Optional: ``on_evaluated(epoch, predictions_path)`` is called after each evaluation, before that
-    # epoch's ``save`` (PaddleOCR keeps a best_accuracy checkpoint with it).
-    # Optional: ``output_spec() -> dict`` overrides DEFAULT_OUTPUT_SPEC in exports' metadata (blank index,
-    # label convention, logits layout) for a backend whose native convention differs.
-    # Optional: ``predict_exported(fmt, directory)``: like ``predict("eval")`` but through the export in
-    # ``directory`` reloaded by the framework (None for a format it does not reload, e.g. ONNX: the core
-    # runs that one); the core compares those predictions with the trained model's.
-    # Optional: ``reference_batch(n) -> (ids, inputs, outputs)``: the first n eval images as the exported
-    # models' input, made by the backend's own data pipeline, and the framework's output for them as the
-    # exports return it. Saved as ``reference.npz`` beside every export, so the core can check an export
-    # (and its own preprocessing) without the framework (ocrbench.neutral).
-    # Optional: ``weight_arrays() -> list[list[np.ndarray]]``: the trained weights of each replica this
-    # process holds (one list for a process per device; one per device for MirroredStrategy / MXNet
-    # contexts), in a fixed order; their digests show that the replicas of a data-parallel run agree.
-    # Data-parallel runs: ``setup`` joins the framework's distributed engine as ``job.distributed`` says,
-    # may return ``distributed`` (what it set up, recorded in metrics.json), and trains on
-    # ``job.process_batch`` images per step (this process's share).
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 DEFAULT_OUTPUT_SPEC = {"blank": 0, "labels": "charset[k] is class k + 1; the blank is class 0",
                        "output": "logits (time, batch, classes), time-major", "layout": "TBC"}
 REFERENCE_BATCH = 8  # eval images in each export's reference.npz
+SHUFFLE_SEED_STRIDE = 100_003   # Trainer.epoch_seed: seed * stride + epoch
+
+
+Batches = Iterable[tuple[list[str], np.ndarray]]
+
+
+class Trainer(abc.ABC):
+    """What a backend implements: the framework-specific parts of a run. The driver (:func:`run_job`)
+    constructs nothing: :func:`serve` makes ``TrainerClass(job)``, then the driver calls ``setup``,
+    :meth:`seed_everything`, ``prepare``, ``build``, the epoch loop (``train_epoch``, ``predict``, ``save``)
+    and ``export`` (docs/backends.md has the order and every event).
+
+    Conventions, the same for every backend:
+
+    * **labels**: class 0 is the CTC blank, ``charset[i]`` is class ``i + 1`` (``ocrbench.codec``); a
+      framework whose native convention differs converts inside its worker (``codec.from_blank_last``);
+    * **best paths** (``predict``, ``predict_exported``): int arrays ``(batch, time)``, batch-major, of the
+      argmax class per step in that convention, yielded with the batch's sample ids (the canonical label
+      files' image paths), in label-file order;
+    * **training policies** are the recipe's, identical in every backend: the per-step learning rate
+      (``EpochContext.lr``), the partial last batch (``train.drop_last``: use :meth:`drop_last` /
+      :meth:`epoch_steps`), Adam's epsilon (``train.optimizer.eps``), the seeds (:meth:`seed_everything`,
+      :meth:`epoch_seed`), the label-length limit (:attr:`max_label_len`);
+    * **data-parallel runs**: ``setup`` joins the framework's engine as ``job.distributed`` says, may return
+      ``distributed`` (what it set up, recorded in metrics.json) and trains on ``job.process_batch`` images
+      per step (this process's share); only rank 0 evaluates, checkpoints and exports.
+    """
+
+    framework: str = ""   # the framework's name in events, e.g. "torch"
+
+    def __init__(self, job: Job):
+        self.job = job
+        self._sample_ids: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------- what every backend provides
+    @abc.abstractmethod
+    def version(self) -> str:
+        """The framework's version string."""
+
+    @abc.abstractmethod
+    def setup(self) -> dict:
+        """Devices (``job.gpus``, ``job.local_rank``; :meth:`require_gpus`), threads (:meth:`threads`) and
+        the distributed engine. Returns what goes into the ``start`` event: ``{"device": ..., ...}``, and
+        ``distributed`` for a data-parallel run. Seeds are set next, by :meth:`seed_everything`."""
+
+    @abc.abstractmethod
+    def seed_framework(self, seed: int) -> None:
+        """Seed the framework's own generators (Python's and numpy's are seeded by the driver)."""
+
+    @abc.abstractmethod
+    def prepare(self) -> dict:
+        """Convert the canonical dataset (``job.dataset_dir``) into the native format under
+        ``job.native_dir`` — written atomically, reused if present (ranks on one machine hold a lock
+        around this call). Returns ``{"format", "path", "reused", ...}``."""
+
+    @abc.abstractmethod
+    def build(self) -> dict:
+        """Model, optimizer (``train.optimizer``, with ``eps`` for Adam), loss and data pipeline. Returns
+        ``{"arch", "params", "classes", ...}`` (``params``: trainable parameter count)."""
+
+    @abc.abstractmethod
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch (:meth:`epoch_steps` of this process's share of the split)."""
+
+    @abc.abstractmethod
+    def train_epoch(self, ctx: "EpochContext") -> float:
+        """One epoch: before each step take the learning rate from ``ctx.lr()``, after it call
+        ``ctx.step(images, loss)``. Returns the epoch's mean loss, as :meth:`loss_spec` describes it."""
+
+    @abc.abstractmethod
+    def predict(self, split: str) -> Batches:
+        """Inference on ``split`` in label-file order: ``(ids, best_paths)`` batches, best paths an int
+        array ``(batch, time)`` in the blank-0 convention."""
+
+    @abc.abstractmethod
+    def save(self, directory: Path, epoch: int) -> list[Path]:
+        """A native checkpoint of model and optimizer after ``epoch`` (1-based), written atomically;
+        returns the files written."""
+
+    @abc.abstractmethod
+    def load(self, directory: Path) -> None:
+        """Restore model and optimizer from the latest checkpoint in ``directory``."""
+
+    @abc.abstractmethod
+    def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
+        """One deployable format into ``directory`` (empty, created by the driver); returns its files.
+        An exception is recorded as that export's failure; the run goes on."""
+
+    @abc.abstractmethod
+    def input_spec(self) -> dict:
+        """The model input: ``shape``, ``layout``, ``color``, ``dtype``, ``pixels`` (value range), ``resize``,
+        and ``preprocess`` (``ocrbench.preprocess.describe``) that the core replays to run exports."""
+
+    @abc.abstractmethod
+    def loss_spec(self) -> LossSpec:
+        """How the CTC loss is reduced and what the logged loss is an average of (metrics.json
+        ``train.loss``)."""
+
+    # -------------------------------------------------------------------- optional hooks (defaults)
+    def output_spec(self) -> dict:
+        """Blank index, label convention and layout of the exports' outputs (their metadata); the default
+        is blank 0 with time-major logits ``(time, batch, classes)``."""
+        return dict(DEFAULT_OUTPUT_SPEC)
+
+    def on_evaluated(self, epoch: int, predictions: Path) -> None:
+        """Called after each evaluation with its predictions file, before that epoch's ``save``."""
+
+    def predict_exported(self, fmt: str, directory: Path) -> Batches | None:
+        """Like ``predict("eval")`` through the export in ``directory`` reloaded by the framework; None for
+        a format it does not reload (ONNX: the core runs that one). The core compares the predictions."""
+        return None
+
+    def reference_batch(self, n: int) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+        """``(ids, inputs, outputs)``: the first ``n`` eval images as the exports take them, made by the
+        backend's own pipeline, and the framework's output for them as the exports return it; saved as
+        ``reference.npz`` beside every export (``ocrbench.export_parity``). None: no reference."""
+        return None
+
+    def weight_arrays(self) -> list[list[np.ndarray]] | None:
+        """The trained weights of each replica this process holds (one list per replica, a fixed order);
+        their digests show that the replicas of a data-parallel run agree. None: not reported."""
+        return None
+
+    # --------------------------------------------------------------------------- shared helpers
+    @property
+    def seed(self) -> int:
+        """The recipe's ``train.seed``."""
+        return int(self.job.train["seed"])
+
+    def seed_everything(self) -> None:
+        """Seed Python's ``random``, numpy's global generator and the framework (:meth:`seed_framework`)
+        from ``train.seed``; the driver calls it right after ``setup``."""
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        self.seed_framework(self.seed)
+
+    def epoch_seed(self, epoch: int) -> int:
+        """The shuffle seed of training epoch ``epoch``: ``seed * 100003 + epoch``, so an epoch's order is
+        the same after a resume."""
+        return self.seed * SHUFFLE_SEED_STRIDE + epoch
+
+    @property
+    def max_label_len(self) -> int:
+        """The longest label of the dataset: the width of padded label tensors."""
+        return self.job.dataset.max_label_len
+
+    def threads(self) -> int:
+        """CPU threads for the framework in this process: ``train.threads``, else every core."""
+        return self.job.train["threads"] or os.cpu_count() or 1
+
+    def sample_ids(self, split: str) -> list[str]:
+        """The sample ids of ``split`` (``train`` or ``eval``) in label-file order."""
+        if split not in self._sample_ids:
+            name = {"train": self.job.dataset.train, "eval": self.job.dataset.eval}[split]
+            self._sample_ids[split] = [s.path for s in read_label_file(self.job.dataset_dir / name)]
+        return self._sample_ids[split]
+
+    def drop_last(self, samples: int, batch: int) -> bool:
+        """Whether an epoch of ``samples`` images in batches of ``batch`` leaves out its partial last batch:
+        ``train.drop_last``, unless there is not even one full batch (then the partial one trains)."""
+        return bool(self.job.train["drop_last"]) and samples >= batch
+
+    def epoch_steps(self, samples: int, batch: int) -> int:
+        """Steps of an epoch of ``samples`` images in batches of ``batch``, under :meth:`drop_last`."""
+        if self.drop_last(samples, batch):
+            return samples // batch
+        return -(-samples // batch)
+
+    def require_gpus(self, visible: Callable[[], int], needed: int = 1, hint: str = "") -> None:
+        """When the job asks for GPUs: fail unless the framework sees ``needed`` of them (``visible()`` is
+        only called then). ``hint`` says what to do (e.g. point ``--python`` at a CUDA build)."""
+        if self.job.gpus < 1:
+            return
+        seen = visible()
+        if seen < needed:
+            raise RuntimeError(f"--gpus asked for {needed} GPU(s) but this {self.framework} build sees {seen} "
+                               f"({self.framework} {self.version()}{'; ' + hint if hint else ''})")
 
 
 class Events:
@@ -273,37 +346,30 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024.0  # ru_maxrss is in KiB on Linux
 
 
-def write_predictions(path: Path, batches: Iterable[tuple[list[str], np.ndarray]], charset: Charset) -> int:
-    """Decode best paths with the shared CTC decoder and write ``id<TAB>prediction`` lines atomically."""
-    lines = []
-    for ids, paths in batches:
-        for key, text in zip(ids, decode_best_paths(paths, charset)):
-            lines.append(f"{key}\t{text}\n")
-    atomic.write_text(path, "".join(lines))
-    return len(lines)
-
-
 def _load_state(checkpoints: Path) -> dict | None:
     state = checkpoints / "state.json"
     return json.loads(state.read_text()) if state.is_file() else None
 
 
-def run_job(trainer: Trainer, job: Job, events: Events) -> None:
-    """The shared driver: prepare, build, train with per-epoch evaluation and checkpoints, export.
-    In a data-parallel run the ranks other than 0 only train (see the module docstring)."""
-    device = trainer.setup(job)
+def run_job(trainer: Trainer, events: Events) -> None:
+    """The shared driver: set up, prepare, build, train with per-epoch evaluation and checkpoints,
+    export — for ``trainer.job``. In a data-parallel run the ranks other than 0 only train (see the
+    module docstring)."""
+    job = trainer.job
+    device = trainer.setup()
+    trainer.seed_everything()
     rank = job.rank
     events.emit("start", framework=trainer.framework, version=trainer.version(), pid=os.getpid(),
                 python=sys.version.split()[0], **device)
 
     started = time.perf_counter()
     with _native_data_lock(job):   # ranks on one machine share the native copy: the first writes it
-        native = trainer.prepare(job)
+        native = trainer.prepare()
     events.emit("prepared", seconds=time.perf_counter() - started, **native)
 
-    model = trainer.build(job)
+    model = trainer.build()
     events.emit("model", **model, input=trainer.input_spec())
-    if job.raw.get("stage") == "export":   # ``ocrbench export``: the last checkpoint, exported again
+    if job.stage == "export":   # ``ocrbench export``: the last checkpoint, exported again
         trainer.load(job.path("checkpoints"))
         _export_all(trainer, job, events)
         events.emit("done", peak_rss_mb=peak_rss_mb())
@@ -315,7 +381,7 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
         checkpoints.mkdir(parents=True, exist_ok=True)
         predictions.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "global_step": 0, "wall_s": 0.0, "train_s": 0.0, "samples": 0}
-    if job.raw.get("resume"):
+    if job.resume:
         saved = _load_state(checkpoints)
         if saved is None:
             raise RuntimeError(f"--resume: no checkpoint in {checkpoints}")
@@ -326,7 +392,7 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
     steps = trainer.steps_per_epoch()
     schedule = Schedule.from_job(train, steps)
     events.emit("train_begin", epochs=train["epochs"], start_epoch=state["epoch"] + 1, steps_per_epoch=steps,
-                batch_size=train["batch_size"])
+                batch_size=train["batch_size"], drop_last=train["drop_last"], loss=trainer.loss_spec().to_json())
     clock = time.perf_counter() - state["wall_s"]  # wall time continues across a resume
     last_eval_file = None
     for epoch in range(state["epoch"] + 1, train["epochs"] + 1):
@@ -343,8 +409,7 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
             continue   # rank 0 evaluates and checkpoints; the others go on to the next epoch's steps
         if epoch % train["eval_every"] == 0 or epoch == train["epochs"]:
             last_eval_file = _evaluate(trainer, job, events, epoch, clock)
-            if hasattr(trainer, "on_evaluated"):  # optional: e.g. to keep a best-accuracy checkpoint
-                trainer.on_evaluated(epoch, last_eval_file)
+            trainer.on_evaluated(epoch, last_eval_file)   # e.g. to keep a best-accuracy checkpoint
         state["wall_s"] = time.perf_counter() - clock
         saved = trainer.save(checkpoints, epoch)
         atomic.write_json(checkpoints / "state.json", state)
@@ -370,9 +435,10 @@ def run_job(trainer: Trainer, job: Job, events: Events) -> None:
 def report_weights(trainer: Trainer, rank: int) -> list[str] | None:
     """Print the sha256 of each replica's trained weights held by this process to its log (stderr), so
     the ranks of a data-parallel run can be checked to agree; returns them (None if the backend cannot)."""
-    if not hasattr(trainer, "weight_arrays"):
+    replicas = trainer.weight_arrays()
+    if replicas is None:
         return None
-    digests = [weights_digest(arrays) for arrays in trainer.weight_arrays()]
+    digests = [weights_digest(arrays) for arrays in replicas]
     for replica, digest in enumerate(digests):
         print(f"ocrbench: rank {rank} replica {replica} weights sha256 {digest}", file=sys.stderr, flush=True)
     return digests
@@ -420,25 +486,24 @@ def _export_all(trainer: Trainer, job: Job, events: Events) -> None:
     """Export every requested format; a failure is recorded with its reason, not raised."""
     exports = job.path("exports")
     reference = None
-    for fmt in job.raw["export"]["formats"]:
+    for fmt in job.export["formats"]:
         target = exports / fmt
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         try:
-            files = trainer.export(fmt, target, job.raw["export"]["onnx_opset"])
+            files = trainer.export(fmt, target, job.export["onnx_opset"])
         except Exception as exc:  # the reason goes into metrics.json; other formats still run
             print(traceback.format_exc(), file=sys.stderr, flush=True)
             events.emit("export", format=fmt, ok=False, error=f"{type(exc).__name__}: {exc}")
             continue
-        output = getattr(trainer, "output_spec", lambda: DEFAULT_OUTPUT_SPEC)()
         meta = {"format": fmt, "charset": job.charset.chars, "classes": job.charset.num_classes,
-                "input": trainer.input_spec(), **output}
+                "input": trainer.input_spec(), **trainer.output_spec()}
         atomic.write_json(target / "ocrbench-export.json", meta)
-        if hasattr(trainer, "reference_batch"):
-            reference = reference or trainer.reference_batch(REFERENCE_BATCH)
+        reference = reference or trainer.reference_batch(REFERENCE_BATCH)
+        if reference is not None:
             write_reference(target / "reference.npz", *reference)
         extra = {}
-        reloaded = trainer.predict_exported(fmt, target) if hasattr(trainer, "predict_exported") else None
+        reloaded = trainer.predict_exported(fmt, target)
         if reloaded is not None:   # the eval split through the export reloaded by its own framework
             write_predictions(target / "eval.tsv", reloaded, job.charset)
             extra["predictions"] = str((target / "eval.tsv").relative_to(job.run_dir))
@@ -459,16 +524,19 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def serve(make_trainer: Callable[[], Trainer], argv: list[str] | None = None) -> None:
-    """Entry point of a worker process: ``<worker> JOB.json``. Exit 0 on success, 1 on error."""
+def serve(trainer_class: Callable[[Job], Trainer], argv: list[str] | None = None) -> None:
+    """Entry point of a worker process: ``<worker> JOB.json``. Reads the job spec (a spec of another
+    schema, or one that does not parse, stops the worker with the reason), makes ``trainer_class(job)``
+    and runs it. Exit 0 on success, 1 on error, 130 when interrupted."""
     argv = sys.argv[1:] if argv is None else argv
-    job = Job(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
-    if job.raw.get("schema") != JOB_SCHEMA:
-        raise SystemExit(f"unsupported job spec {job.raw.get('schema')!r}; expected {JOB_SCHEMA}")
+    try:
+        job = Job.read(Path(argv[0]))
+    except JobSpecError as exc:
+        raise SystemExit(f"ocrbench worker: {exc}") from None
     events = Events(job.path("events"), enabled=job.rank == 0)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        run_job(make_trainer(), job, events)
+        run_job(trainer_class(job), events)
     except KeyboardInterrupt:
         events.emit("error", type="Interrupted", message="the worker was interrupted", peak_rss_mb=peak_rss_mb())
         raise SystemExit(130)

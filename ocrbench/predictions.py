@@ -1,0 +1,55 @@
+"""Prediction files: one ``id<TAB>prediction`` line per eval sample, in the eval split's order.
+
+The one writer (workers, and the core for the exports it runs itself: ``ocrbench.export_parity``) and the one
+reader (the core's scoring, ``ocrbench.metrics``). Predictions are decoded from best paths by the shared
+greedy CTC decoder (``ocrbench.codec``), so every file in every run means the same thing. A prediction
+may be empty; an id holds no tab or newline (ids are the canonical label files' image paths).
+
+Standard library and numpy only (imported by workers, inside every backend's environment).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ocrbench import atomic
+from ocrbench.codec import Charset, decode_best_paths
+from ocrbench.errors import OcrbenchError
+
+
+def format_line(key: str, text: str) -> str:
+    return f"{key}\t{text}\n"
+
+
+def write_predictions(path: Path, batches: Iterable[tuple[list[str], np.ndarray]], charset: Charset) -> int:
+    """Decode each batch's best paths ``(ids, int array (batch, time))`` with the shared CTC decoder and
+    write the ``id<TAB>prediction`` lines atomically; returns the number of lines."""
+    lines = []
+    for ids, paths in batches:
+        for key, text in zip(ids, decode_best_paths(paths, charset)):
+            lines.append(format_line(key, text))
+    atomic.write_text(path, "".join(lines))
+    return len(lines)
+
+
+def read_predictions(path: Path) -> dict[str, str]:
+    """Read an ``id<TAB>prediction`` file into id -> prediction (in file order); a line without a tab or an
+    id seen twice is an error naming the file and line."""
+    predictions: dict[str, str] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+    except OSError as exc:
+        raise OcrbenchError(f"{path}: cannot read predictions ({exc})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        if "\t" not in line:
+            raise OcrbenchError(f"{path}:{number}: expected 'id<TAB>prediction'")
+        key, text = line.split("\t", 1)
+        if key in predictions:
+            raise OcrbenchError(f"{path}:{number}: id {key!r} appears twice")
+        predictions[key] = text
+    return predictions
