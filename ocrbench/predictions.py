@@ -1,7 +1,7 @@
 """Prediction files: one ``id<TAB>prediction`` line per eval sample, in the eval split's order.
 
 The one writer (workers, and the core for the exports it runs itself: ``ocrbench.export_parity``) and the one
-reader (the core's scoring, ``ocrbench.metrics``). Predictions are decoded from best paths by the shared
+reader (the core's scoring, ``ocrbench.metrics``, and ``paired_with_labels``). Predictions are decoded from best paths by the shared
 greedy CTC decoder (``ocrbench.codec``), so every file in every run means the same thing. A prediction
 may be empty; an id holds no tab or newline (ids are the canonical label files' image paths).
 
@@ -53,3 +53,16 @@ def read_predictions(path: Path) -> dict[str, str]:
             raise OcrbenchError(f"{path}:{number}: id {key!r} appears twice")
         predictions[key] = text
     return predictions
+
+
+def paired_with_labels(path: Path, labels: dict[str, str]) -> list[tuple[str, str]]:
+    """``(ground_truth, prediction)`` for every label (id -> text) in the labels' order, from the
+    predictions file ``path``; a missing or unknown id is an error naming the file."""
+    predictions = read_predictions(path)
+    missing = [key for key in labels if key not in predictions]
+    extra = [key for key in predictions if key not in labels]
+    if missing or extra:
+        raise OcrbenchError(
+            f"{path}: predictions do not match the eval split "
+            f"({len(missing)} missing, e.g. {missing[:2]}; {len(extra)} unknown, e.g. {extra[:2]})")
+    return [(labels[key], predictions[key]) for key in labels]

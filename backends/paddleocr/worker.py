@@ -33,7 +33,8 @@ from backends.paddleocr.model import InferenceOutput, build
 from ocrbench import preprocess
 from ocrbench.codec import pad_targets
 from ocrbench.labels import read_label_file
-from ocrbench.metrics import Protocol, score_files
+from ocrbench.predictions import paired_with_labels
+from ocrbench.protocol import Protocol, sequence_accuracy
 from ocrbench.worker import EpochContext, LossSpec, Trainer, compare_logits, serve
 
 HEIGHT = 32
@@ -242,10 +243,11 @@ class PaddleTrainer(Trainer):
             yield ids, model(paddle.to_tensor(images)).argmax(axis=2).numpy()     # (B, T)
 
     def on_evaluated(self, epoch: int, predictions: Path) -> None:
-        """PaddleOCR keeps ``best_accuracy`` by eval accuracy: scored with ocrbench.metrics (the code the
-        core uses for metrics.json), not a second implementation."""
+        """PaddleOCR keeps ``best_accuracy`` by eval accuracy: ocrbench.protocol's sequence accuracy (the
+        normalisation and exact-match rule of metrics.json's seq_acc), not a second implementation."""
         labels = {s.path: s.text for s in self.samples["eval"]}
-        acc = score_files(predictions, labels, Protocol(**self.job.eval["protocol"]), self.job.charset.chars)["seq_acc"]
+        acc = sequence_accuracy(paired_with_labels(predictions, labels), Protocol(**self.job.eval["protocol"]),
+                                self.job.charset.chars)
         self.is_best = acc >= self.best["acc"]
         if self.is_best:
             self.best = {"acc": acc, "epoch": epoch}
