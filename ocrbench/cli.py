@@ -56,7 +56,7 @@ def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     import yaml
 
     from ocrbench.recipe import load_recipe
-    from ocrbench.runner import plan
+    from ocrbench.plan import plan
 
     loaded, path = load_recipe(recipe, set_, backend)
     p = plan(loaded, path)
@@ -123,7 +123,8 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
     from ocrbench import distributed
     from ocrbench.errors import OcrbenchError
     from ocrbench.recipe import load_recipe
-    from ocrbench.runner import Runner, load_run, plan
+    from ocrbench.plan import plan
+    from ocrbench.runner import Runner, load_run
 
     if launcher not in ("native", "slurm"):
         raise OcrbenchError(f"--launcher {launcher!r}: use native or slurm")
@@ -333,7 +334,7 @@ def export(run_dir: Path = typer.Argument(..., help="A finished run directory.")
     Each export is reloaded by its framework and compared; the ONNX export also runs in onnxruntime
     without the framework on the eval split. metrics.json records it all (exit 1 if an export failed).
     """
-    from ocrbench.runner import export_run
+    from ocrbench.reexport import export_run
 
     console = _console()
     metrics, exported = export_run(run_dir.resolve(), formats or None, console, sys.argv)

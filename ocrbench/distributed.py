@@ -200,11 +200,11 @@ def base_job(t: Topology) -> dict:
 def plan_launch(launcher: Launcher | None, t: Topology, python: Path, worker_args: list[str],
                 run_dir: Path) -> Launch:
     """The launch of ``worker_args`` (bootstrap script and its arguments) on this node: one plain process
-    on one device, else ``launcher``'s native launch (``t`` must have passed runner.check_topology)."""
+    on one device, else ``launcher``'s native launch (``t`` must have passed plan.check_topology)."""
     base = base_job(t)
     if not t.distributed:
         return Launch([Process("worker", [str(python), *worker_args])], base)
-    if launcher is None:   # (refused earlier, with the options to use: runner.check_topology)
+    if launcher is None:   # (refused earlier, with the options to use: plan.check_topology)
         raise OcrbenchError(f"world size {t.world_size}: this backend has no distributed launcher",
                             hint="use --gpus 1 or --gpus 0")
     return launcher.plan(t, str(python), worker_args, run_dir, base)

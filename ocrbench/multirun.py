@@ -18,7 +18,8 @@ from ocrbench.backend import get_backend, load_backends
 from ocrbench.distributed import Topology
 from ocrbench.errors import OcrbenchError
 from ocrbench.recipe import Recipe
-from ocrbench.runner import Runner, plan
+from ocrbench.plan import plan
+from ocrbench.runner import Runner
 
 
 @dataclass

@@ -19,100 +19,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import yaml
 
 import ocrbench
-from ocrbench import atomic, datasets, distributed, envs, export_parity, hardware
-from ocrbench.backend import BackendSpec, get_backend
+from ocrbench import atomic, datasets, distributed, envs, export_parity, hardware, processes
+from ocrbench.backend import BackendSpec
 from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
-from ocrbench.job import Dataset as JobDataset, Distributed, Job
+from ocrbench.job import Dataset as JobDataset
+from ocrbench.job import Distributed, Job
 from ocrbench.metrics import Protocol
-from ocrbench.recipe import Recipe, validate_arch_params, validate_data
-from ocrbench.results import EvalScorer, assemble, export_record, read_events, validate_metrics
-
-POLL_S = 0.2
-
-
-@dataclass
-class Plan:
-    """A validated recipe bound to its backend."""
-
-    recipe: Recipe
-    resolved: dict
-    spec: BackendSpec
-    recipe_path: Path | None
-    base_dir: Path
-
-
-def plan(recipe: Recipe, recipe_path: Path | None) -> Plan:
-    """Check the recipe against its backend: architecture, its parameters, export formats."""
-    origin = str(recipe_path) if recipe_path else "recipe"
-    spec = get_backend(recipe.backend)
-    archs = spec.archs
-    arch = recipe.model.arch
-    if arch not in archs:
-        raise OcrbenchError(f"{origin}: model.arch: backend {spec.name!r} has no architecture {arch!r} "
-                            f"(it has: {', '.join(archs)})")
-    params = validate_arch_params(arch, recipe.model.params, archs[arch], origin)
-    formats = export_formats(recipe.export.formats, spec)
-    unsupported = [f for f in formats if f not in spec.export_formats]
-    if unsupported:
-        raise OcrbenchError(f"{origin}: export.formats: {spec.name} cannot export {unsupported} "
-                            f"(it can: {', '.join(spec.export_formats)}, or 'native' for {spec.export_formats[0]})")
-    if getattr(recipe.data, "online", False) and not spec.online_data:
-        raise OcrbenchError(f"{origin}: data.online: backend {spec.name!r} cannot stream captchas on the fly",
-                            hint="set data.online: false (train on the prepared dataset)")
-    resolved = recipe.resolved()
-    resolved["model"]["params"] = params
-    resolved["export"]["formats"] = formats
-    recipe = validate_data(resolved, origin)  # round-trip: the resolved recipe is itself a valid recipe
-    base_dir = recipe_path.parent if recipe_path else Path.cwd()
-    return Plan(recipe, recipe.resolved(), spec, recipe_path, base_dir)
-
-
-def export_formats(requested: list[str], spec: BackendSpec) -> list[str]:
-    """The recipe's export formats with ``native`` replaced by the backend's own format (its first one,
-    e.g. torchscript, mxnet, savedmodel, mindir, paddle), so one recipe can ask every backend for its
-    native export and ONNX."""
-    formats: list[str] = []
-    for fmt in requested:
-        concrete = spec.export_formats[0] if fmt == "native" and spec.export_formats else fmt
-        if concrete not in formats:
-            formats.append(concrete)
-    return formats
-
-
-def check_topology(t: distributed.Topology, spec: BackendSpec, check_visible: bool = True) -> None:
-    """Fail before anything starts if the backend cannot train this way, or (``check_visible``) fewer
-    GPUs are visible here than requested."""
-    if t.distributed:
-        check_launcher(t, spec)
-    if check_visible:
-        visible = hardware.gpus()
-        if t.gpus > len(visible):
-            raise OcrbenchError(f"--gpus {t.gpus}: only {len(visible)} GPU(s) visible on this machine",
-                                hint="use --gpus 0 to run on the CPU, or check nvidia-smi / CUDA_VISIBLE_DEVICES")
-
-
-def check_launcher(t: distributed.Topology, spec: BackendSpec) -> None:
-    """Refuse a distributed topology (world size > 1) the backend's launcher cannot start: none at all,
-    CPU replicas without CPU collectives, or what the launcher's own ``check`` refuses."""
-    if spec.launcher is None:
-        raise OcrbenchError(f"backend {spec.name!r} trains on one device only (it has no distributed launcher)",
-                            hint="use --gpus 1 or --gpus 0")
-    if t.device == "cpu" and not spec.launcher.cpu_data_parallel:
-        raise OcrbenchError(f"--nproc {t.nproc}: {spec.framework} ({spec.name}) cannot train data-parallel on "
-                            "CPUs here (its collectives need GPUs)",
-                            hint="use --gpus N on a machine with GPUs, or --nproc 1")
-    spec.launcher.check(t)
+from ocrbench.plan import Plan, check_topology
+from ocrbench.recipe import Recipe, validate_data
+from ocrbench.results import EvalScorer, assemble, read_events, validate_metrics
 
 
 def new_run_dir(out: Path, name: str, backend: str) -> Path:
@@ -224,10 +148,10 @@ class Runner:
             self.console.print(f"distributed: {describe_launch(launch.job)}")
         if t.node_rank > 0:
             return self._follow_node(launch, run_dir)
-        scorer = self._scorer(run_dir, dataset)  # scores each eval file once: live display, then metrics
+        scorer = self.make_scorer(run_dir, dataset)  # scores each eval file once: live display, then metrics
         failure = None
         try:
-            returncode = self._follow(launch, run_dir, scorer)
+            returncode = processes.follow(launch, run_dir, self.console, scorer)
             if returncode != 0 and not read_events(run_dir / "events.jsonl"):
                 failure = {"type": "WorkerError", "stage": "worker",
                            "message": f"the worker exited with code {returncode} before reporting anything"}
@@ -238,51 +162,16 @@ class Runner:
 
     def _follow_node(self, launch: distributed.Launch, run_dir: Path) -> tuple[None, None]:
         """Node k > 0: run this node's processes to the end; its ranks write no results."""
-        returncode = self._follow(launch, run_dir, None)
+        returncode = processes.follow(launch, run_dir, self.console, None)
         if returncode != 0:
             raise OcrbenchError(f"node {self.topology.node_rank}: the launch ended with exit code {returncode}",
                                 hint=f"details in {run_dir / 'native.log'}")
         self.console.print(f"node {self.topology.node_rank}: done; node 0 writes the run's metrics.json")
         return None, None
 
-    def _scorer(self, run_dir: Path, dataset: datasets.PreparedDataset) -> EvalScorer:
+    def make_scorer(self, run_dir: Path, dataset: datasets.PreparedDataset) -> EvalScorer:
         protocol = Protocol(**self.p.resolved["eval"]["protocol"])
         return EvalScorer(run_dir, dataset.labels("eval"), protocol, dataset.charset)
-
-    def _follow(self, launch: distributed.Launch, run_dir: Path, scorer: EvalScorer | None,
-                events_name: str = "events.jsonl") -> int:
-        """Start this node's processes and follow rank 0's events until the last process exits; returns
-        the first non-zero exit code (0 when every process succeeded). If the main process (the last)
-        fails, the others (MXNet's ps-lite server and scheduler) are stopped."""
-        from ocrbench.progress import EventProgress
-
-        events_path = run_dir / events_name
-        events_path.touch()
-        with open(run_dir / "native.log", "ab") as log, EventProgress(self.console, scorer) as progress:
-            processes = [subprocess.Popen(p.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          cwd=run_dir, env=p.environ(dict(os.environ)), start_new_session=True)
-                         for p in launch.processes]   # own sessions: Ctrl-C reaches the core, which stops them
-            main = processes[-1]
-            try:
-                with events_path.open(encoding="utf-8") as stream:
-                    stream.seek(0, os.SEEK_END)
-                    pending = ""
-                    while True:
-                        chunk = stream.read()
-                        pending += chunk
-                        *lines, pending = pending.split("\n")
-                        for line in lines:
-                            if line.strip():
-                                progress.handle(json.loads(line))
-                        if main.poll() is not None and not chunk:
-                            break
-                        if not chunk:
-                            time.sleep(POLL_S)
-                _finish(processes, wait_s=60 if main.returncode == 0 else 0)
-            except BaseException:
-                _finish(processes, wait_s=0)
-                raise
-        return next((p.returncode for p in processes if p.returncode), 0)
 
     def _metrics(self, run_dir: Path, dataset, scorer: EvalScorer, hw: dict, created: str,
                  failure: dict | None, dist: dict) -> dict:
@@ -303,47 +192,6 @@ class Runner:
         validate_metrics(metrics)
         atomic.write_json(run_dir / "metrics.json", metrics)
         return metrics
-
-
-def _finish(processes: list[subprocess.Popen], wait_s: float) -> None:
-    """Let ``processes`` end by themselves for up to ``wait_s`` seconds; then SIGTERM those still running
-    (the launchers pass it on to their ranks; SIGKILL after 30 s), and last SIGTERM — SIGKILL after 10 s
-    — whatever they had started that is still there: a launcher may exit on SIGTERM and leave its ranks
-    (msrun starts them in their own sessions) or helpers (msrun's ``tail -f`` of the worker logs)."""
-    import psutil
-
-    deadline = time.monotonic() + wait_s
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    running = [process for process in processes if process.poll() is None]
-    family = []
-    for process in running:   # snapshot the descendants before anything exits and orphans them
-        try:
-            family += psutil.Process(process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
-    for process in running:
-        process.terminate()
-    for process in running:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for child in family:
-        try:
-            child.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, left = psutil.wait_procs(family, timeout=10)
-    for child in left:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def worker_env(t: distributed.Topology, threads: int | None) -> dict[str, str]:
@@ -401,47 +249,6 @@ def launch_commands(p: Plan, t: distributed.Topology, out: Path, python_override
         lines += [f"{process.shell()}{'  &' if process is not launch.processes[-1] else ''}"
                   for process in launch.processes]
     return "\n".join(lines) + "\n"
-
-
-def export_run(run_dir: Path, formats: list[str] | None, console, command: list[str]) -> tuple[dict, list[str]]:
-    """``ocrbench export``: export a finished run again from its last checkpoint (all of the recipe's
-    formats, or ``formats``), in the backend's environment; the new results replace those formats in
-    metrics.json, and an ONNX export is checked in onnxruntime. The worker reads ``job-export.json`` and
-    writes ``events-export.jsonl``, so the training record stays as it was."""
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file() or json.loads(metrics_path.read_text())["status"] != "ok":
-        raise OcrbenchError(f"{run_dir}: not a finished run (no metrics.json with status ok)",
-                            hint="export needs the run's checkpoint: finish it first (ocrbench run --resume)")
-    data = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    if formats:
-        data["export"]["formats"] = formats
-    recorded = json.loads((run_dir / "job.json").read_text())   # where the recipe and its data were
-    p = plan(validate_data(data, str(run_dir / "recipe.yaml")),
-             Path(recorded["recipe_path"]) if recorded.get("recipe_path") else None)
-    dataset = datasets.open_prepared(Path(recorded["dataset"]["dir"]))
-    runner = Runner(p, run_dir.parent, distributed.Topology(), None, command, console, resume_dir=run_dir)
-    python, _ = envs.resolve_python(p.spec, runner.python_override)
-    launch = runner.launch(python, run_dir, "job-export.json")   # one process, on the CPU
-    job = job_spec(p, run_dir, dataset, launch, resume=False)
-    job = dataclasses.replace(job, stage="export", gpus=0, paths={**job.paths, "events": "events-export.jsonl"})
-    atomic.write_json(run_dir / "job-export.json", job.to_json())
-    (run_dir / "events-export.jsonl").unlink(missing_ok=True)
-    runner._follow(launch, run_dir, runner._scorer(run_dir, dataset), "events-export.jsonl")
-    events = read_events(run_dir / "events-export.jsonl")
-    failed = [e for e in events if e["event"] == "error"]
-    if failed or not any(e["event"] == "done" for e in events):
-        reason = failed[-1]["message"] if failed else "the worker ended without finishing"
-        raise OcrbenchError(f"export of {run_dir} failed: {reason}", hint=f"details in {run_dir / 'native.log'}")
-    metrics = json.loads(metrics_path.read_text())
-    exported = [e["format"] for e in events if e["event"] == "export"]
-    for event in (e for e in events if e["event"] == "export"):
-        metrics["exports"] = [x for x in metrics["exports"] if x["format"] != event["format"]] + [
-            export_record(event)]
-    export_parity.attach_parity(metrics, run_dir, dataset.root, Charset(dataset.charset),
-                          Protocol(**p.resolved["eval"]["protocol"]))
-    validate_metrics(metrics)
-    atomic.write_json(metrics_path, metrics)
-    return metrics, exported
 
 
 def load_run(run_dir: Path) -> tuple[Recipe, Job]:

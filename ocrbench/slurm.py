@@ -65,7 +65,8 @@ def script_text(p, t: distributed.Topology, recipe: Path, sets: list[str], out: 
 def write_script(p, t: distributed.Topology, recipe: Path | None, sets: list[str], out: Path,
                  python: str | None, master_port: int | None) -> Path:
     """Write the script to ``<out>/<name>-<backend>-<stamp>.sbatch`` (never over an existing file)."""
-    from ocrbench.runner import check_topology, launch_commands
+    from ocrbench.plan import check_topology
+    from ocrbench.runner import launch_commands
 
     if recipe is None:
         raise OcrbenchError("--launcher slurm needs a recipe file (not --resume)")

@@ -18,7 +18,7 @@ from launch_checks import RECIPE, cli, commands, flat, print_command, two_gpus, 
 from ocrbench import distributed
 from ocrbench.backend import BackendSpec, get_backend, load_backends
 from ocrbench.errors import OcrbenchError
-from ocrbench.runner import check_topology
+from ocrbench.plan import check_topology
 
 BACKENDS = list(load_backends())
 DISTRIBUTED = [name for name, spec in load_backends().items() if spec.launcher is not None]

@@ -14,7 +14,8 @@ from ocrbench import distributed
 from ocrbench.datasets import PreparedDataset
 from ocrbench.job import JOB_SCHEMA, Distributed, Job, JobSpecError
 from ocrbench.recipe import load_recipe
-from ocrbench.runner import Runner, job_spec, load_run, plan
+from ocrbench.plan import plan
+from ocrbench.runner import Runner, job_spec, load_run
 from ocrbench.worker import serve
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import pytest
 from conftest import TINY_CAPTCHA, run_cli, write
 from ocrbench.errors import OcrbenchError
 from ocrbench.recipe import CrnnParams, apply_override, load_recipe
-from ocrbench.runner import plan
+from ocrbench.plan import plan
 
 
 def recipe_file(tmp_path, text=TINY_CAPTCHA, name="r.yml"):

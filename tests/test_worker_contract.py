@@ -23,7 +23,8 @@ from ocrbench.predictions import read_predictions, write_predictions
 from ocrbench.recipe import validate_data
 from ocrbench.report import grid, preamble
 from ocrbench.results import EvalScorer, assemble, read_events, validate_metrics
-from ocrbench.runner import Plan, Runner, job_spec
+from ocrbench.plan import Plan
+from ocrbench.runner import Runner, job_spec
 from ocrbench.worker import Events, LossSpec, Trainer, run_job
 
 CHARSET = "0123456789"

@@ -1,0 +1,86 @@
+"""A recipe bound to its backend, checked before anything starts: architecture and its parameters,
+export formats, online data, and whether the backend can train on the requested devices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocrbench import distributed, hardware
+from ocrbench.backend import BackendSpec, get_backend
+from ocrbench.errors import OcrbenchError
+from ocrbench.recipe import Recipe, validate_arch_params, validate_data
+
+
+@dataclass
+class Plan:
+    """A validated recipe bound to its backend."""
+
+    recipe: Recipe
+    resolved: dict
+    spec: BackendSpec
+    recipe_path: Path | None
+    base_dir: Path
+
+
+def plan(recipe: Recipe, recipe_path: Path | None) -> Plan:
+    """Check the recipe against its backend: architecture, its parameters, export formats."""
+    origin = str(recipe_path) if recipe_path else "recipe"
+    spec = get_backend(recipe.backend)
+    archs = spec.archs
+    arch = recipe.model.arch
+    if arch not in archs:
+        raise OcrbenchError(f"{origin}: model.arch: backend {spec.name!r} has no architecture {arch!r} "
+                            f"(it has: {', '.join(archs)})")
+    params = validate_arch_params(arch, recipe.model.params, archs[arch], origin)
+    formats = export_formats(recipe.export.formats, spec)
+    unsupported = [f for f in formats if f not in spec.export_formats]
+    if unsupported:
+        raise OcrbenchError(f"{origin}: export.formats: {spec.name} cannot export {unsupported} "
+                            f"(it can: {', '.join(spec.export_formats)}, or 'native' for {spec.export_formats[0]})")
+    if getattr(recipe.data, "online", False) and not spec.online_data:
+        raise OcrbenchError(f"{origin}: data.online: backend {spec.name!r} cannot stream captchas on the fly",
+                            hint="set data.online: false (train on the prepared dataset)")
+    resolved = recipe.resolved()
+    resolved["model"]["params"] = params
+    resolved["export"]["formats"] = formats
+    recipe = validate_data(resolved, origin)  # round-trip: the resolved recipe is itself a valid recipe
+    base_dir = recipe_path.parent if recipe_path else Path.cwd()
+    return Plan(recipe, recipe.resolved(), spec, recipe_path, base_dir)
+
+
+def export_formats(requested: list[str], spec: BackendSpec) -> list[str]:
+    """The recipe's export formats with ``native`` replaced by the backend's own format (its first one,
+    e.g. torchscript, mxnet, savedmodel, mindir, paddle), so one recipe can ask every backend for its
+    native export and ONNX."""
+    formats: list[str] = []
+    for fmt in requested:
+        concrete = spec.export_formats[0] if fmt == "native" and spec.export_formats else fmt
+        if concrete not in formats:
+            formats.append(concrete)
+    return formats
+
+
+def check_topology(t: distributed.Topology, spec: BackendSpec, check_visible: bool = True) -> None:
+    """Fail before anything starts if the backend cannot train this way, or (``check_visible``) fewer
+    GPUs are visible here than requested."""
+    if t.distributed:
+        check_launcher(t, spec)
+    if check_visible:
+        visible = hardware.gpus()
+        if t.gpus > len(visible):
+            raise OcrbenchError(f"--gpus {t.gpus}: only {len(visible)} GPU(s) visible on this machine",
+                                hint="use --gpus 0 to run on the CPU, or check nvidia-smi / CUDA_VISIBLE_DEVICES")
+
+
+def check_launcher(t: distributed.Topology, spec: BackendSpec) -> None:
+    """Refuse a distributed topology (world size > 1) the backend's launcher cannot start: none at all,
+    CPU replicas without CPU collectives, or what the launcher's own ``check`` refuses."""
+    if spec.launcher is None:
+        raise OcrbenchError(f"backend {spec.name!r} trains on one device only (it has no distributed launcher)",
+                            hint="use --gpus 1 or --gpus 0")
+    if t.device == "cpu" and not spec.launcher.cpu_data_parallel:
+        raise OcrbenchError(f"--nproc {t.nproc}: {spec.framework} ({spec.name}) cannot train data-parallel on "
+                            "CPUs here (its collectives need GPUs)",
+                            hint="use --gpus N on a machine with GPUs, or --nproc 1")
+    spec.launcher.check(t)

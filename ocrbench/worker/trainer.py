@@ -1,0 +1,242 @@
+"""The contract a backend implements: the :class:`Trainer` base class, its loss description
+(:class:`LossSpec`) and the export check every trainer may use (:func:`compare_logits`). Standard library
+and numpy only."""
+
+from __future__ import annotations
+
+import abc
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ocrbench.job import Job
+from ocrbench.labels import read_label_file
+from ocrbench.worker.events import EpochContext
+
+LOSS_REDUCTIONS = {
+    "mean": "the per-sample CTC losses averaged over the batch",
+    "sum": "the per-sample CTC losses summed over the batch",
+    "char_mean": "each sample's CTC loss divided by its label length, then averaged over the batch",
+}
+LOSS_UNITS = {"per_sample": "per sample", "per_char": "per label character"}
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """How a backend's training loss is reduced, recorded in metrics.json (``train.loss``) so that
+    ``ocrbench compare`` can say when two runs' losses are not on one scale.
+
+    ``reduction`` (a key of LOSS_REDUCTIONS): how the per-sample CTC losses of a batch become the loss whose
+    gradient is taken — with ``sum`` the gradient is the batch size times that of ``mean``.
+    ``logged`` (``per_sample`` or ``per_char``): what the loss reported to ``EpochContext.step`` and
+    returned by ``train_epoch`` (the loss curves) is an average of. ``native``: the framework's call.
+    """
+
+    reduction: str
+    logged: str
+    native: str
+
+    def __post_init__(self):
+        if self.reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"LossSpec.reduction {self.reduction!r}: use one of {', '.join(LOSS_REDUCTIONS)}")
+        if self.logged not in LOSS_UNITS:
+            raise ValueError(f"LossSpec.logged {self.logged!r}: use one of {', '.join(LOSS_UNITS)}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_OUTPUT_SPEC = {"blank": 0, "labels": "charset[k] is class k + 1; the blank is class 0",
+                       "output": "logits (time, batch, classes), time-major", "layout": "TBC"}
+SHUFFLE_SEED_STRIDE = 100_003   # Trainer.epoch_seed: seed * stride + epoch
+
+
+Batches = Iterable[tuple[list[str], np.ndarray]]
+
+
+class Trainer(abc.ABC):
+    """What a backend implements: the framework-specific parts of a run. The driver (:func:`run_job`)
+    constructs nothing: :func:`serve` makes ``TrainerClass(job)``, then the driver calls ``setup``,
+    :meth:`seed_everything`, ``prepare``, ``build``, the epoch loop (``train_epoch``, ``predict``, ``save``)
+    and ``export`` (docs/backends.md has the order and every event).
+
+    Conventions, the same for every backend:
+
+    * **labels**: class 0 is the CTC blank, ``charset[i]`` is class ``i + 1`` (``ocrbench.codec``); a
+      framework whose native convention differs converts inside its worker (``codec.from_blank_last``);
+    * **best paths** (``predict``, ``predict_exported``): int arrays ``(batch, time)``, batch-major, of the
+      argmax class per step in that convention, yielded with the batch's sample ids (the canonical label
+      files' image paths), in label-file order;
+    * **training policies** are the recipe's, identical in every backend: the per-step learning rate
+      (``EpochContext.lr``), the partial last batch (``train.drop_last``: use :meth:`drop_last` /
+      :meth:`epoch_steps`), Adam's epsilon (``train.optimizer.eps``), the seeds (:meth:`seed_everything`,
+      :meth:`epoch_seed`), the label-length limit (:attr:`max_label_len`);
+    * **data-parallel runs**: ``setup`` joins the framework's engine as ``job.distributed`` says, may return
+      ``distributed`` (what it set up, recorded in metrics.json) and trains on ``job.process_batch`` images
+      per step (this process's share); only rank 0 evaluates, checkpoints and exports.
+    """
+
+    framework: str = ""   # the framework's name in events, e.g. "torch"
+
+    def __init__(self, job: Job):
+        self.job = job
+        self._sample_ids: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------- what every backend provides
+    @abc.abstractmethod
+    def version(self) -> str:
+        """The framework's version string."""
+
+    @abc.abstractmethod
+    def setup(self) -> dict:
+        """Devices (``job.gpus``, ``job.local_rank``; :meth:`require_gpus`), threads (:meth:`threads`) and
+        the distributed engine. Returns what goes into the ``start`` event: ``{"device": ..., ...}``, and
+        ``distributed`` for a data-parallel run. Seeds are set next, by :meth:`seed_everything`."""
+
+    @abc.abstractmethod
+    def seed_framework(self, seed: int) -> None:
+        """Seed the framework's own generators (Python's and numpy's are seeded by the driver)."""
+
+    @abc.abstractmethod
+    def prepare(self) -> dict:
+        """Convert the canonical dataset (``job.dataset_dir``) into the native format under
+        ``job.native_dir`` — written atomically, reused if present (ranks on one machine hold a lock
+        around this call). Returns ``{"format", "path", "reused", ...}``."""
+
+    @abc.abstractmethod
+    def build(self) -> dict:
+        """Model, optimizer (``train.optimizer``, with ``eps`` for Adam), loss and data pipeline. Returns
+        ``{"arch", "params", "classes", ...}`` (``params``: trainable parameter count)."""
+
+    @abc.abstractmethod
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch (:meth:`epoch_steps` of this process's share of the split)."""
+
+    @abc.abstractmethod
+    def train_epoch(self, ctx: EpochContext) -> float:
+        """One epoch: before each step take the learning rate from ``ctx.lr()``, after it call
+        ``ctx.step(images, loss)``. Returns the epoch's mean loss, as :meth:`loss_spec` describes it."""
+
+    @abc.abstractmethod
+    def predict(self, split: str) -> Batches:
+        """Inference on ``split`` in label-file order: ``(ids, best_paths)`` batches, best paths an int
+        array ``(batch, time)`` in the blank-0 convention."""
+
+    @abc.abstractmethod
+    def save(self, directory: Path, epoch: int) -> list[Path]:
+        """A native checkpoint of model and optimizer after ``epoch`` (1-based), written atomically;
+        returns the files written."""
+
+    @abc.abstractmethod
+    def load(self, directory: Path) -> None:
+        """Restore model and optimizer from the latest checkpoint in ``directory``."""
+
+    @abc.abstractmethod
+    def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
+        """One deployable format into ``directory`` (empty, created by the driver); returns its files.
+        An exception is recorded as that export's failure; the run goes on."""
+
+    @abc.abstractmethod
+    def input_spec(self) -> dict:
+        """The model input: ``shape``, ``layout``, ``color``, ``dtype``, ``pixels`` (value range), ``resize``,
+        and ``preprocess`` (``ocrbench.preprocess.describe``) that the core replays to run exports."""
+
+    @abc.abstractmethod
+    def loss_spec(self) -> LossSpec:
+        """How the CTC loss is reduced and what the logged loss is an average of (metrics.json
+        ``train.loss``)."""
+
+    # -------------------------------------------------------------------- optional hooks (defaults)
+    def output_spec(self) -> dict:
+        """Blank index, label convention and layout of the exports' outputs (their metadata); the default
+        is blank 0 with time-major logits ``(time, batch, classes)``."""
+        return dict(DEFAULT_OUTPUT_SPEC)
+
+    def on_evaluated(self, epoch: int, predictions: Path) -> None:
+        """Called after each evaluation with its predictions file, before that epoch's ``save``."""
+
+    def predict_exported(self, fmt: str, directory: Path) -> Batches | None:
+        """Like ``predict("eval")`` through the export in ``directory`` reloaded by the framework; None for
+        a format it does not reload (ONNX: the core runs that one). The core compares the predictions."""
+        return None
+
+    def reference_batch(self, n: int) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+        """``(ids, inputs, outputs)``: the first ``n`` eval images as the exports take them, made by the
+        backend's own pipeline, and the framework's output for them as the exports return it; saved as
+        ``reference.npz`` beside every export (``ocrbench.export_parity``). None: no reference."""
+        return None
+
+    def weight_arrays(self) -> list[list[np.ndarray]] | None:
+        """The trained weights of each replica this process holds (one list per replica, a fixed order);
+        their digests show that the replicas of a data-parallel run agree. None: not reported."""
+        return None
+
+    # --------------------------------------------------------------------------- shared helpers
+    @property
+    def seed(self) -> int:
+        """The recipe's ``train.seed``."""
+        return int(self.job.train["seed"])
+
+    def seed_everything(self) -> None:
+        """Seed Python's ``random``, numpy's global generator and the framework (:meth:`seed_framework`)
+        from ``train.seed``; the driver calls it right after ``setup``."""
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        self.seed_framework(self.seed)
+
+    def epoch_seed(self, epoch: int) -> int:
+        """The shuffle seed of training epoch ``epoch``: ``seed * 100003 + epoch``, so an epoch's order is
+        the same after a resume."""
+        return self.seed * SHUFFLE_SEED_STRIDE + epoch
+
+    @property
+    def max_label_len(self) -> int:
+        """The longest label of the dataset: the width of padded label tensors."""
+        return self.job.dataset.max_label_len
+
+    def threads(self) -> int:
+        """CPU threads for the framework in this process: ``train.threads``, else every core."""
+        return self.job.train["threads"] or os.cpu_count() or 1
+
+    def sample_ids(self, split: str) -> list[str]:
+        """The sample ids of ``split`` (``train`` or ``eval``) in label-file order."""
+        if split not in self._sample_ids:
+            name = {"train": self.job.dataset.train, "eval": self.job.dataset.eval}[split]
+            self._sample_ids[split] = [s.path for s in read_label_file(self.job.dataset_dir / name)]
+        return self._sample_ids[split]
+
+    def drop_last(self, samples: int, batch: int) -> bool:
+        """Whether an epoch of ``samples`` images in batches of ``batch`` leaves out its partial last batch:
+        ``train.drop_last``, unless there is not even one full batch (then the partial one trains)."""
+        return bool(self.job.train["drop_last"]) and samples >= batch
+
+    def epoch_steps(self, samples: int, batch: int) -> int:
+        """Steps of an epoch of ``samples`` images in batches of ``batch``, under :meth:`drop_last`."""
+        if self.drop_last(samples, batch):
+            return samples // batch
+        return -(-samples // batch)
+
+    def require_gpus(self, visible: Callable[[], int], needed: int = 1, hint: str = "") -> None:
+        """When the job asks for GPUs: fail unless the framework sees ``needed`` of them (``visible()`` is
+        only called then). ``hint`` says what to do (e.g. point ``--python`` at a CUDA build)."""
+        if self.job.gpus < 1:
+            return
+        seen = visible()
+        if seen < needed:
+            raise RuntimeError(f"--gpus asked for {needed} GPU(s) but this {self.framework} build sees {seen} "
+                               f"({self.framework} {self.version()}{'; ' + hint if hint else ''})")
+
+
+def compare_logits(what: str, expected: np.ndarray, got: np.ndarray, atol: float = 1e-3) -> None:
+    """Check an exported model's logits on a fixed batch against the framework's own (same shape, all
+    within ``atol``); raise a RuntimeError naming the export otherwise (recorded in metrics.json)."""
+    got = np.asarray(got)
+    if got.shape != expected.shape:
+        raise RuntimeError(f"{what} export gives logits of shape {got.shape}, the framework {expected.shape}")
+    diff = float(np.abs(got - expected).max()) if got.size else 0.0
+    if not diff <= atol:
+        raise RuntimeError(f"{what} export disagrees with the framework: max |logit diff| {diff:.3g} > {atol}")
