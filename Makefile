@@ -1,13 +1,14 @@
 # ocrbench: everything a fresh machine needs is installed by these targets.
 #   make captcha   the main job: the PyTorch captcha recipe end to end
-#   make test      installs the core and the backend envs the tests use, runs pytest, then `ocrbench smoke`
+#   make test      installs the core and the backend envs the tests use, lints (ruff), runs pytest, then
+#                  `ocrbench smoke`
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ocrbench-installed
 TEST_BACKENDS ?= pytorch mxnet tensorflow mindspore paddleocr
 
-.PHONY: install envs test unit captcha clean
+.PHONY: install envs lint test unit captcha clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +25,10 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 
-test: envs
+lint: install
+	$(BIN)/ruff check .
+
+test: envs lint
 	$(BIN)/python -m pytest -q -ra
 	$(BIN)/ocrbench smoke --backend $(subst $(space),$(comma),$(strip $(TEST_BACKENDS))) \
 		--junit build/smoke-junit.xml --out build/smoke-runs
