@@ -28,7 +28,8 @@ from ocrbench.backend import get_backend
 pytestmark = pytest.mark.e2e
 BACKENDS = ["pytorch", "mxnet", "tensorflow", "mindspore", "paddleocr"]
 DIGEST = re.compile(r"ocrbench: rank (\d+) replica (\d+) weights sha256 ([0-9a-f]{64})")
-SMOKE_TRAIN, EPOCHS = 256, 2          # the smoke recipes' training set and epochs
+SMOKE_TRAIN, EPOCHS = 256, 2          # the training set (PLUMBING) and epochs of these runs
+TWO_EPOCHS = ["--set", f"train.epochs={EPOCHS}"]   # the smoke recipes train 2 to 6 epochs
 FAST = ["--set", "export.formats=[]", "--set", PLUMBING]  # exports are tested elsewhere; this is about training
 LAUNCHER_LOGS = {"paddle-launch", "msrun-log"}   # per-rank logs of paddle's launch and msrun
 
@@ -86,7 +87,8 @@ def check_data_parallel(run_dir: Path, followers: tuple[Path, ...] = ()) -> dict
 
 
 def test_two_cpu_replicas_on_one_machine(backend, tmp_path):
-    result = run_cli("run", smoke_recipe(backend), "--nproc", "2", "--out", tmp_path, *FAST, timeout=600)
+    result = run_cli("run", smoke_recipe(backend), "--nproc", "2", "--out", tmp_path, *FAST, *TWO_EPOCHS,
+                     timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = tmp_path.iterdir()
     metrics = check_data_parallel(run_dir)
@@ -113,7 +115,7 @@ def test_two_nodes_on_loopback(backend, tmp_path):
     envs.resolve_python(get_backend(backend))
     port = str(distributed.free_port())
     common = ["run", str(smoke_recipe(backend)), "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", port,
-              "--out", str(tmp_path), *FAST]
+              "--out", str(tmp_path), *FAST, *TWO_EPOCHS]
     node1 = subprocess.Popen([*OCRBENCH, *common, "--node-rank", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, cwd=ROOT)
     try:
