@@ -38,7 +38,10 @@ def test_warpctc_smoke_run(warpctc_run):
     check_reloaded_parity(warpctc_run, exports["mindir"])
     assert check_onnx_parity(warpctc_run, exports["onnx"])["input_batch"] == 1   # MindSpore's ONNX: fixed batch
     names = {p.name for p in (warpctc_run / "checkpoints").iterdir()}
-    assert "warpctc-2-16.ckpt" in names and "warpctc-1-8.ckpt" not in names  # 256 / 32 = 8 steps per epoch
+    recipe = metrics["recipe"]["resolved"]
+    steps, epochs = recipe["data"]["train_size"] // recipe["train"]["batch_size"], recipe["train"]["epochs"]
+    # the WarpCTC name for the last epoch's checkpoint alone, e.g. 9600 / 32 = 300 steps per epoch
+    assert f"warpctc-{epochs}-{epochs * steps}.ckpt" in names and f"warpctc-1-{steps}.ckpt" not in names
 
 
 def test_native_data_is_mindrecord_read_by_mindspore(warpctc_run, ms_python):
@@ -53,7 +56,8 @@ def test_native_data_is_mindrecord_read_by_mindspore(warpctc_run, ms_python):
     first_id, first_text = open(f"{job['dataset']['dir']}/eval.txt", encoding="utf-8").readline().rstrip("\n").split("\t")
     assert got["n"] == 64 and got["id"] == first_id and got["length"] == len(first_text)
     # charset "0123456789": digit d -> index d, padded to max_len with the blank (10), as WarpCTC pads
-    assert got["label"] == [int(c) for c in first_text] + [BLANK_LAST] * (4 - len(first_text))
+    max_len = job["dataset"]["max_label_len"]
+    assert got["label"] == [int(c) for c in first_text] + [BLANK_LAST] * (max_len - len(first_text))
 
 
 def test_shared_crnn_and_resume(tmp_path, ms_python):
