@@ -89,7 +89,8 @@ def load_backends() -> dict[str, BackendSpec]:
         try:
             spec = entry.load()
         except Exception as exc:  # a third-party plugin may fail in any way; name it and go on
-            raise OcrbenchError(f"backend plugin {entry.name!r} ({entry.value}) failed to load: {exc}") from None
+            raise OcrbenchError(f"backend plugin {entry.name!r} ({entry.value}) failed to load: "
+                                f"{exc}") from None
         if not isinstance(spec, BackendSpec):
             raise OcrbenchError(f"backend plugin {entry.name!r} ({entry.value}) is not a BackendSpec")
         found[spec.name] = spec

@@ -79,7 +79,8 @@ def render_captcha(config: dict, split: str, index: int) -> tuple[bytes, str]:
     generator = _generator(config["width"], config["height"], tuple(config["fonts"]),
                            tuple(config["font_sizes"]))
     with seeded_captcha(rng):
-        image = generator.generate_image(text) if config.get("noise", True) else clean_captcha(generator, text, rng)
+        image = (generator.generate_image(text) if config.get("noise", True)
+                 else clean_captcha(generator, text, rng))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=6)
     return buffer.getvalue(), text

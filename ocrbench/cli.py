@@ -51,7 +51,8 @@ def friendly(func):
 @friendly
 def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
              set_: List[str] = typer.Option([], "--set", help=SET_HELP),
-             backend: Optional[str] = typer.Option(None, "--backend", help="Run the recipe on this backend.")):
+             backend: Optional[str] = typer.Option(None, "--backend",
+                                                   help="Run the recipe on this backend.")):
     """Check a recipe (keys, types, ranges, backend, architecture) and print it with defaults filled in."""
     import yaml
 
@@ -86,39 +87,43 @@ DIST_PANEL = "Several devices / machines (docs/distributed.md)"
 def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (omit with --resume)."),
         backend: Optional[str] = typer.Option(None, "--backend",
                                               help="Run the recipe on this backend; 'a,b' or 'all' (every "
-                                                   "installed backend) runs it on each in turn and compares."),
+                                                   "installed backend) runs it on each in turn and "
+                                                   "compares."),
         set_: List[str] = typer.Option([], "--set", help=SET_HELP),
         gpus: Optional[int] = typer.Option(None, "--gpus", min=0, rich_help_panel=DIST_PANEL,
-                                           help="GPUs to use on this machine, one data-parallel replica each; "
-                                                "0 = CPU (default: the recipe's runtime.gpus)."),
+                                           help="GPUs to use on this machine, one data-parallel replica "
+                                                "each; 0 = CPU (default: the recipe's runtime.gpus)."),
         nproc: Optional[int] = typer.Option(None, "--nproc", min=1, rich_help_panel=DIST_PANEL,
-                                            help="Data-parallel CPU replicas on this machine (worker processes, or "
-                                                 "CPU devices for TensorFlow/MXNet), where the framework has CPU "
-                                                 "collectives."),
+                                            help="Data-parallel CPU replicas on this machine (worker "
+                                                 "processes, or CPU devices for TensorFlow/MXNet), where "
+                                                 "the framework has CPU collectives."),
         nnodes: int = typer.Option(1, "--nnodes", min=1, rich_help_panel=DIST_PANEL,
                                    help="Machines in the run (each runs this command with its --node-rank)."),
         node_rank: Optional[int] = typer.Option(None, "--node-rank", min=0, rich_help_panel=DIST_PANEL,
                                                 help="This machine's index, 0..nnodes-1 (node 0 writes the "
-                                                     "results; default 0, or every node with --print-command)."),
+                                                     "results; default 0, or every node with "
+                                                     "--print-command)."),
         master_addr: Optional[str] = typer.Option(None, "--master-addr", rich_help_panel=DIST_PANEL,
                                                   help="Node 0's address, reachable from every node."),
         master_port: Optional[int] = typer.Option(None, "--master-port", rich_help_panel=DIST_PANEL,
-                                                  help="Rendezvous port on node 0 (default 29500 across machines, "
-                                                       "a free port on one)."),
+                                                  help="Rendezvous port on node 0 (default 29500 across "
+                                                       "machines, a free port on one)."),
         hosts: Optional[str] = typer.Option(None, "--hosts", rich_help_panel=DIST_PANEL,
-                                            help="Every node's address, comma-separated, node 0 first (TensorFlow's "
-                                                 "TF_CONFIG needs them all)."),
+                                            help="Every node's address, comma-separated, node 0 first "
+                                                 "(TensorFlow's TF_CONFIG needs them all)."),
         print_command: bool = typer.Option(False, "--print-command", rich_help_panel=DIST_PANEL,
-                                           help="Print the native launch command(s) and environment; run nothing."),
+                                           help="Print the native launch command(s) and environment; run "
+                                                "nothing."),
         launcher: str = typer.Option("native", "--launcher", rich_help_panel=DIST_PANEL,
-                                     help="native: start the framework's launcher here; slurm: write an sbatch "
-                                          "script that does it on every node of a Slurm allocation."),
+                                     help="native: start the framework's launcher here; slurm: write an "
+                                          "sbatch script that does it on every node of a Slurm allocation."),
         submit: bool = typer.Option(False, "--submit", rich_help_panel=DIST_PANEL,
                                     help="With --launcher slurm: submit the script with sbatch."),
         out: Path = typer.Option(Path("runs"), "--out", help="Directory for run directories."),
         python: Optional[str] = typer.Option(None, "--python",
                                              help="Use this interpreter for the backend instead of its env."),
-        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run directory.")):
+        resume: Optional[Path] = typer.Option(None, "--resume",
+                                              help="Continue an interrupted run directory.")):
     """Run a recipe end to end: prepare data, train, evaluate, export, write metrics.json."""
     from ocrbench import distributed
     from ocrbench.errors import OcrbenchError
@@ -140,7 +145,8 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
             raise OcrbenchError("give a recipe file to run on several backends")
     if resume is not None:
         if recipe is not None or backend or set_:
-            raise OcrbenchError("--resume continues a run as it was recorded; give no recipe, --backend or --set")
+            raise OcrbenchError("--resume continues a run as it was recorded; give no recipe, --backend "
+                                "or --set")
         loaded, job = load_run(resume)
         recipe_path = Path(job.recipe_path) if job.recipe_path else None
         if gpus is None and nproc is None and job.distributed.device == "cpu":   # the devices it had
@@ -152,7 +158,8 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
         loaded, recipe_path = load_recipe(recipe, set_, backend)
 
     def where(default_gpus: int) -> "distributed.Topology":
-        address = master_addr or ("<host0>" if launcher == "slurm" else None)   # Slurm knows node 0 at run time
+        # Slurm knows node 0 at run time
+        address = master_addr or ("<host0>" if launcher == "slurm" else None)
         return distributed.topology(default_gpus if gpus is None else gpus, nproc, nnodes, node_rank or 0,
                                     address, master_port, hosts)
 
@@ -196,8 +203,10 @@ def _run_many(recipe: Path, choice: str, set_: list[str], where, out: Path) -> N
     if left_out:
         console.print(f"not installed, left out: {', '.join(left_out)} (ocrbench env install NAME)")
     if not names:
-        raise OcrbenchError("no backend environment is installed", hint="ocrbench env install pytorch (or all)")
-    outcomes = multirun.run_each(names, lambda name: load_recipe(recipe, set_, name), out, where, sys.argv, console)
+        raise OcrbenchError("no backend environment is installed",
+                            hint="ocrbench env install pytorch (or all)")
+    outcomes = multirun.run_each(names, lambda name: load_recipe(recipe, set_, name), out, where,
+                                 sys.argv, console)
     runs = [compare.Run(o.metrics_path.resolve(), o.metrics) for o in outcomes if o.metrics is not None]
     not_started = [compare.not_started_row(o.backend, o.not_started) for o in outcomes if o.not_started]
     console.rule("[bold]comparison")
@@ -212,7 +221,8 @@ def _summary(console, path: Path, m: dict) -> None:
     from rich.table import Table
 
     if m["status"] != "ok":
-        console.print(f"[bold red]run failed[/bold red] ({m['error']['stage']}): {escape(m['error']['message'])}")
+        console.print(f"[bold red]run failed[/bold red] ({m['error']['stage']}): "
+                      f"{escape(m['error']['message'])}")
         console.print(f"details: {path.parent / 'native.log'}; metrics: {path}")
         return
     e, t = m["eval"], m["train"]
@@ -225,7 +235,8 @@ def _summary(console, path: Path, m: dict) -> None:
                   f"{t['peak_rss_mb'] or 0:.0f}", f"{m['model']['params']:,}")
     console.print(table)
     if t["target_acc"] is not None:
-        reached = "not reached" if t["time_to_target_s"] is None else f"reached at {t['time_to_target_s']:.1f} s"
+        reached = ("not reached" if t["time_to_target_s"] is None
+                   else f"reached at {t['time_to_target_s']:.1f} s")
         console.print(f"target seq acc {t['target_acc']}: {reached}")
     _print_exports(console, m)
     console.print(f"metrics: {path}")
@@ -243,10 +254,14 @@ def _print_exports(console, m: dict) -> None:
 
 @app.command()
 @friendly
-def smoke(backend: str = typer.Option("all", "--backend", help="'all' or a comma-separated list of backends."),
-          junit: Optional[Path] = typer.Option(None, "--junit", help="Also write the results as JUnit XML here."),
-          out: Path = typer.Option(Path("runs/smoke"), "--out", help="Directory for the smoke run directories."),
-          install: bool = typer.Option(False, "--install", help="Install (or update) each backend's env first."),
+def smoke(backend: str = typer.Option("all", "--backend",
+                                      help="'all' or a comma-separated list of backends."),
+          junit: Optional[Path] = typer.Option(None, "--junit",
+                                               help="Also write the results as JUnit XML here."),
+          out: Path = typer.Option(Path("runs/smoke"), "--out",
+                                   help="Directory for the smoke run directories."),
+          install: bool = typer.Option(False, "--install",
+                                       help="Install (or update) each backend's env first."),
           set_: List[str] = typer.Option([], "--set", help=SET_HELP)):
     """Run each backend's tiny synthetic smoke recipe (seconds to a minute each) and report pass/fail.
 
@@ -263,8 +278,8 @@ def smoke(backend: str = typer.Option("all", "--backend", help="'all' or a comma
 
     console = _console()
     names, _ = multirun.select_backends(backend, installed_only=False)
-    outcomes = multirun.run_each(names, lambda name: load_recipe(get_backend(name).smoke_recipe, set_, name), out,
-                              None, sys.argv, console, install=install)
+    outcomes = multirun.run_each(names, lambda name: load_recipe(get_backend(name).smoke_recipe, set_, name),
+                                 out, None, sys.argv, console, install=install)
     table = Table(title="ocrbench smoke", show_header=True)
     for column in ("backend", "result", "seconds", "seq acc", "must reach", "reason"):
         table.add_column(column, overflow="fold")
@@ -272,7 +287,8 @@ def smoke(backend: str = typer.Option("all", "--backend", help="'all' or a comma
         failure = multirun.smoke_failure(outcome)
         acc = outcome.metrics["eval"]["seq_acc"] if outcome.metrics else None
         target = multirun.learning_threshold(outcome.metrics) if outcome.metrics else None
-        table.add_row(outcome.backend, "[green]pass[/green]" if failure is None else "[bold red]FAIL[/bold red]",
+        table.add_row(outcome.backend,
+                      "[green]pass[/green]" if failure is None else "[bold red]FAIL[/bold red]",
                       f"{outcome.seconds:.1f}", "-" if acc is None else f"{acc:.4f}",
                       "- (plumbing only)" if target is None else f"{target:g}", escape(failure or ""))
     console.print(table)
@@ -285,7 +301,8 @@ def smoke(backend: str = typer.Option("all", "--backend", help="'all' or a comma
 
 @app.command("compare")
 @friendly
-def compare_(paths: List[Path] = typer.Argument(..., help="Run directories, metrics.json files or folders of runs."),
+def compare_(paths: List[Path] = typer.Argument(..., help="Run directories, metrics.json files or folders "
+                                                          "of runs."),
              fmt: Optional[str] = typer.Option(None, "--format",
                                                help="table, markdown, csv, json or html (default: table, or "
                                                     "from --output's suffix)."),
@@ -293,7 +310,8 @@ def compare_(paths: List[Path] = typer.Argument(..., help="Run directories, metr
                                                    "(the terminal still shows the table)."),
              plot: Optional[Path] = typer.Option(None, "--plot", help="Write the curves as a PNG here."),
              baseline: Optional[str] = typer.Option(None, "--baseline",
-                                                    help="Run id or directory: show every figure also as a ratio."),
+                                                    help="Run id or directory: show every figure also as a "
+                                                         "ratio."),
              force: bool = typer.Option(False, "--force", help="Compare runs that are not like-for-like (the "
                                                               "output says so).")):
     """Put runs side by side: accuracy, speed, memory, sizes; seeds aggregated; best values highlighted."""
@@ -361,11 +379,14 @@ def _print_parity(console, parity: dict) -> None:
     if "error" in parity:
         console.print(f"[yellow]  parity check failed: {parity['error']}[/yellow]")
         return
-    line = (f"  {parity['runtime']}: seq acc {parity['seq_acc']:.4f} (trained model {parity['native_seq_acc']:.4f}), "
+    line = (f"  {parity['runtime']}: seq acc {parity['seq_acc']:.4f} "
+            f"(trained model {parity['native_seq_acc']:.4f}), "
             f"identical predictions {100 * parity['identical']:.2f} % of {parity['n']}")
     if "latency_ms_p50" in parity:
-        line += (f", max |diff| {parity['max_abs_diff']}, preprocess max |diff| {parity['preprocess_max_diff']}, "
-                 f"batch-1 latency p50 {parity['latency_ms_p50']:.2f} ms / p95 {parity['latency_ms_p95']:.2f} ms, "
+        line += (f", max |diff| {parity['max_abs_diff']}, "
+                 f"preprocess max |diff| {parity['preprocess_max_diff']}, "
+                 f"batch-1 latency p50 {parity['latency_ms_p50']:.2f} ms / "
+                 f"p95 {parity['latency_ms_p95']:.2f} ms, "
                  f"{parity['throughput_ips']:.0f} images/s at batch 32")
     console.print(line)
 
@@ -384,7 +405,8 @@ def backends():
         table.add_column(column)
     for spec in load_backends().values():
         state = envs.status(spec)
-        env = f"installed ({spec.distribution} {state.framework_version})" if state.installed else state.detail
+        env = (f"installed ({spec.distribution} {state.framework_version})" if state.installed
+               else state.detail)
         table.add_row(spec.name, spec.framework, ", ".join(spec.archs), ", ".join(spec.export_formats), env)
     _console().print(table)
 

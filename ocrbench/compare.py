@@ -117,7 +117,8 @@ def find_metrics_files(paths: list[Path]) -> list[Path]:
             raise OcrbenchError(f"{path}: no such file or directory")
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
-        raise OcrbenchError("nothing to compare: give run directories, metrics.json files or a folder of runs")
+        raise OcrbenchError("nothing to compare: give run directories, metrics.json files or a folder of "
+                            "runs")
     return unique
 
 
@@ -133,7 +134,8 @@ def load_run(path: Path) -> Run:
         validate_metrics(metrics)
     except OcrbenchError as exc:
         raise OcrbenchError(f"{path}: {exc.message}",
-                            hint="compare reads files written by `ocrbench run` (schema ocrbench.metrics/1)") from None
+                            hint="compare reads files written by `ocrbench run` "
+                                 "(schema ocrbench.metrics/1)") from None
     return Run(path, metrics)
 
 
@@ -184,7 +186,8 @@ def _short(value: Any, limit: int = 16) -> str:
 
 
 # ------------------------------------------------------------------------------- recipe parameters
-NOT_PARAMETERS = ("backend", "runtime", "export.formats", "train.seed")  # columns of their own, or not the experiment
+# columns of their own, or not the experiment
+NOT_PARAMETERS = ("backend", "runtime", "export.formats", "train.seed")
 
 
 def flatten(recipe: dict, prefix: str = "") -> dict[str, str]:
@@ -275,7 +278,8 @@ class Comparison:
 
     @property
     def show_seeds(self) -> bool:
-        return len({r.text["seeds"] for r in self.rows if r.runs}) > 1 or any(len(r.runs) > 1 for r in self.rows)
+        return (len({r.text["seeds"] for r in self.rows if r.runs}) > 1
+                or any(len(r.runs) > 1 for r in self.rows))
 
     def best(self, metric: Metric) -> set[int]:
         """Indices of the rows holding the best value of a ranked metric (ties all win; nothing when fewer
@@ -368,7 +372,8 @@ def find_row(rows: list[Row], wanted: str) -> Row:
     for row in rows:
         for run in row.runs:
             names = {run.run_id, str(run.path), str(run.path.parent), run.path.parent.name}
-            if wanted in names or (Path(wanted).exists() and Path(wanted).resolve() in (run.path, run.path.parent)):
+            if wanted in names or (Path(wanted).exists()
+                                   and Path(wanted).resolve() in (run.path, run.path.parent)):
                 return row
     known = ", ".join(run.run_id for row in rows for run in row.runs)
     raise OcrbenchError(f"--baseline {wanted}: no such run among those compared (runs: {known})")

@@ -70,7 +70,8 @@ def open_prepared(root: Path) -> PreparedDataset:
     manifest = root / "manifest.json"
     if not manifest.is_file():
         raise OcrbenchError(f"{root}: the run's dataset is gone (no manifest.json)",
-                            hint="prepare it again with `ocrbench prepare RECIPE` (same recipe, same fingerprint)")
+                            hint="prepare it again with `ocrbench prepare RECIPE` "
+                                 "(same recipe, same fingerprint)")
     return PreparedDataset(root, json.loads(manifest.read_text()))
 
 
@@ -130,8 +131,9 @@ def prepare(data: dict, base_dir: Path, log: Callable[[str], None] = print) -> P
     except OSError:  # another process finished the same dataset first: theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
         manifest = json.loads((root / "manifest.json").read_text())
-    log(f"dataset: wrote {root} — {manifest['splits']['train']['n']} train / {manifest['splits']['eval']['n']} "
-        f"eval images in {manifest['seconds']:.1f} s ({manifest['images_per_s']:.0f} images/s)")
+    log(f"dataset: wrote {root} — {manifest['splits']['train']['n']} train / "
+        f"{manifest['splits']['eval']['n']} eval images in {manifest['seconds']:.1f} s "
+        f"({manifest['images_per_s']:.0f} images/s)")
     return PreparedDataset(root, manifest)
 
 
@@ -265,7 +267,8 @@ class _Importer:
     def bad(self, where: str, reason: str, problem: str) -> None:
         if self.policy == "error":
             raise OcrbenchError(f"{where}: {problem}",
-                                hint="fix the data, or set data.on_bad_sample: skip to skip and count such samples")
+                                hint="fix the data, or set data.on_bad_sample: skip to skip and count such "
+                                     "samples")
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
     def add(self, where: str, image: bytes | None, text: str) -> None:
@@ -401,7 +404,8 @@ def _feed_filenames(data: dict, config: dict, split: str, importer: _Importer) -
     for path in files:
         _, found, text = path.stem.partition(separator)
         if not found:
-            importer.bad(str(path), "no_label_in_name", f"file name has no {separator!r} followed by the label")
+            importer.bad(str(path), "no_label_in_name",
+                         f"file name has no {separator!r} followed by the label")
             continue
         importer.add(str(path), path.read_bytes(), text)
     return str(folder)
@@ -426,7 +430,8 @@ def _decode_csv(path: Path, encoding: str, key: str) -> tuple[str, str]:
             return raw.decode(codec), codec
         except LookupError:
             raise OcrbenchError(f"data.encoding: unknown encoding {encoding!r}",
-                                hint="use auto, or a Python codec name such as gb2312, gbk or utf-8") from None
+                                hint="use auto, or a Python codec name such as gb2312, gbk or "
+                                     "utf-8") from None
         except UnicodeDecodeError as exc:
             last = exc
     raise OcrbenchError(f"{key}: {path} cannot be decoded as {' or '.join(candidates)} "

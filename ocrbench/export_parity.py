@@ -45,7 +45,8 @@ def export_meta(export_dir: Path) -> dict:
         raise OcrbenchError(f"{export_dir}: no ocrbench-export.json (was this format exported by ocrbench?)")
     meta = json.loads(path.read_text(encoding="utf-8"))
     if "preprocess" not in (meta.get("input") or {}) or "layout" not in meta:
-        raise OcrbenchError(f"{path}: no machine-readable preprocess / layout (exported by an older ocrbench)",
+        raise OcrbenchError(f"{path}: no machine-readable preprocess / layout "
+                            "(exported by an older ocrbench)",
                             hint="re-export it: ocrbench export RUN_DIR")
     return meta
 
@@ -68,7 +69,8 @@ class OnnxModel:
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
-        self.session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(str(model_path), options,
+                                                    providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         batch = self.session.get_inputs()[0].shape[0]
         self.fixed_batch = batch if isinstance(batch, int) else None   # e.g. MindSpore's ONNX: batch 1
@@ -129,7 +131,8 @@ def check_onnx(run_dir: Path, export: dict, dataset_dir: Path, charset: Charset,
     return {"runtime": f"onnxruntime {_ort_version()} (CPU)", "input_batch": model.fixed_batch or "dynamic",
             **agreement(run_dir, predictions, dataset_dir, charset, protocol),
             **_reference_diffs(export_dir, model, dataset_dir, spec),
-            "latency_ms_p50": float(np.percentile(latency, 50)), "latency_ms_p95": float(np.percentile(latency, 95)),
+            "latency_ms_p50": float(np.percentile(latency, 50)),
+            "latency_ms_p95": float(np.percentile(latency, 95)),
             "throughput_ips": throughput}
 
 
@@ -137,8 +140,8 @@ def evaluate_run(run_dir: Path, exported: str = "onnx") -> dict:
     """``ocrbench eval``: run a finished run's ONNX export on its eval split, record the result in its
     metrics.json (``exports[].parity``, validated before it is written) and return it."""
     if exported != "onnx":
-        raise OcrbenchError(f"--exported {exported!r}: only onnx runs in the core (native formats are checked "
-                            "by their framework at export time)")
+        raise OcrbenchError(f"--exported {exported!r}: only onnx runs in the core (native formats are "
+                            "checked by their framework at export time)")
     path = run_dir / "metrics.json"
     if not path.is_file():
         raise OcrbenchError(f"{run_dir}: no metrics.json (not a finished run directory)")
@@ -177,7 +180,8 @@ def _reference_diffs(export_dir: Path, model: OnnxModel, dataset_dir: Path, spec
             "preprocess_max_diff": float(np.abs(ours - inputs).max())}
 
 
-def attach_parity(metrics: dict, run_dir: Path, dataset_dir: Path, charset: Charset, protocol: Protocol) -> None:
+def attach_parity(metrics: dict, run_dir: Path, dataset_dir: Path, charset: Charset,
+                  protocol: Protocol) -> None:
     """Check every successful ONNX export of a finished run; the result (or why it could not run) goes
     into ``exports[].parity``. Never raises: a broken export must not lose the run's metrics."""
     if metrics["status"] != "ok":
@@ -201,7 +205,8 @@ def check_reloaded(run_dir: Path, export: dict, dataset_dir: Path, charset: Char
             **agreement(run_dir, run_dir / export["predictions"], dataset_dir, charset, protocol)}
 
 
-def agreement(run_dir: Path, predictions: Path, dataset_dir: Path, charset: Charset, protocol: Protocol) -> dict:
+def agreement(run_dir: Path, predictions: Path, dataset_dir: Path, charset: Charset,
+              protocol: Protocol) -> dict:
     """An export's eval predictions against the labels and against the trained model's predictions
     (``predictions/eval.tsv``): ``n``, ``seq_acc``, ``native_seq_acc``, ``identical``, ``predictions``."""
     labels = {s.path: s.text for s in read_label_file(dataset_dir / "eval.txt")}
@@ -209,7 +214,8 @@ def agreement(run_dir: Path, predictions: Path, dataset_dir: Path, charset: Char
     ours = score_files(predictions, labels, protocol, charset.chars)
     return {"n": ours["n"], "seq_acc": ours["seq_acc"],
             "native_seq_acc": score_files(trained, labels, protocol, charset.chars)["seq_acc"],
-            "identical": _identical(predictions, trained), "predictions": str(predictions.relative_to(run_dir))}
+            "identical": _identical(predictions, trained),
+            "predictions": str(predictions.relative_to(run_dir))}
 
 
 def _ort_version() -> str:

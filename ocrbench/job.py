@@ -30,7 +30,8 @@ from typing import Any
 from ocrbench.errors import OcrbenchError
 
 JOB_SCHEMA = "ocrbench.job/2"
-STAGES = ("train", "export")   # train (then export), or ``ocrbench export``: the last checkpoint exported again
+# train (then export), or ``ocrbench export``: the last checkpoint exported again
+STAGES = ("train", "export")
 DEFAULT_PATHS = {"events": "events.jsonl", "native_log": "native.log", "checkpoints": "checkpoints",
                  "predictions": "predictions", "exports": "exports"}
 
@@ -78,7 +79,8 @@ class Distributed:
             raise JobSpecError(f"job spec: distributed.device: {self.device!r} is not cpu or gpu")
         for name in ("world_size", "nnodes", "nproc_per_node", "local_replicas", "processes"):
             if getattr(self, name) < 1:
-                raise JobSpecError(f"job spec: distributed.{name}: {getattr(self, name)} is not a positive count")
+                raise JobSpecError(f"job spec: distributed.{name}: {getattr(self, name)} is not a positive "
+                                   "count")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,7 +9,8 @@ Definitions (all fractions in [0, 1]; ``lev`` is the Levenshtein distance, via r
   (a pair of two empty strings has distance 0). Higher is better.
 
 The protocol (``ocrbench.protocol``: case folding, space handling, charset filter) is applied to both
-sides first and is written into every result next to the numbers. Prediction files are read by ``ocrbench.predictions``.
+sides first and is written into every result next to the numbers. Prediction files are read by
+``ocrbench.predictions``.
 """
 
 from __future__ import annotations

@@ -121,7 +121,8 @@ def junit_xml(outcomes: list[Outcome]) -> str:
         case = ET.SubElement(suite, "testcase", classname="ocrbench.smoke", name=outcome.backend,
                              time=f"{outcome.seconds:.3f}")
         if failure is not None:
-            ET.SubElement(case, "failure", message=failure.splitlines()[0][:500], type="SmokeFailure").text = failure
+            ET.SubElement(case, "failure", message=failure.splitlines()[0][:500],
+                          type="SmokeFailure").text = failure
         details = [f"run: {outcome.metrics_path.parent}" if outcome.metrics_path else "run: not started"]
         if outcome.metrics is not None and outcome.metrics["eval"]["seq_acc"] is not None:
             details.append(f"seq_acc: {outcome.metrics['eval']['seq_acc']:.4f}")

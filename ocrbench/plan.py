@@ -37,7 +37,8 @@ def plan(recipe: Recipe, recipe_path: Path | None) -> Plan:
     unsupported = [f for f in formats if f not in spec.export_formats]
     if unsupported:
         raise OcrbenchError(f"{origin}: export.formats: {spec.name} cannot export {unsupported} "
-                            f"(it can: {', '.join(spec.export_formats)}, or 'native' for {spec.export_formats[0]})")
+                            f"(it can: {', '.join(spec.export_formats)}, "
+                            f"or 'native' for {spec.export_formats[0]})")
     if getattr(recipe.data, "online", False) and not spec.online_data:
         raise OcrbenchError(f"{origin}: data.online: backend {spec.name!r} cannot stream captchas on the fly",
                             hint="set data.online: false (train on the prepared dataset)")
@@ -70,17 +71,19 @@ def check_topology(t: distributed.Topology, spec: BackendSpec, check_visible: bo
         visible = hardware.gpus()
         if t.gpus > len(visible):
             raise OcrbenchError(f"--gpus {t.gpus}: only {len(visible)} GPU(s) visible on this machine",
-                                hint="use --gpus 0 to run on the CPU, or check nvidia-smi / CUDA_VISIBLE_DEVICES")
+                                hint="use --gpus 0 to run on the CPU, or check nvidia-smi / "
+                                     "CUDA_VISIBLE_DEVICES")
 
 
 def check_launcher(t: distributed.Topology, spec: BackendSpec) -> None:
     """Refuse a distributed topology (world size > 1) the backend's launcher cannot start: none at all,
     CPU replicas without CPU collectives, or what the launcher's own ``check`` refuses."""
     if spec.launcher is None:
-        raise OcrbenchError(f"backend {spec.name!r} trains on one device only (it has no distributed launcher)",
+        raise OcrbenchError(f"backend {spec.name!r} trains on one device only "
+                            "(it has no distributed launcher)",
                             hint="use --gpus 1 or --gpus 0")
     if t.device == "cpu" and not spec.launcher.cpu_data_parallel:
-        raise OcrbenchError(f"--nproc {t.nproc}: {spec.framework} ({spec.name}) cannot train data-parallel on "
-                            "CPUs here (its collectives need GPUs)",
+        raise OcrbenchError(f"--nproc {t.nproc}: {spec.framework} ({spec.name}) cannot train "
+                            "data-parallel on CPUs here (its collectives need GPUs)",
                             hint="use --gpus N on a machine with GPUs, or --nproc 1")
     spec.launcher.check(t)

@@ -35,7 +35,8 @@ def figure_png(comparison: Comparison) -> bytes:
     figure, (acc_axes, loss_axes) = plt.subplots(1, 2, figsize=FIGSIZE_IN, dpi=DPI)
     for run, label in zip(runs, run_labels(runs)):
         curve = run.metrics["train"]["curve"]
-        evaluated = [p for p in curve if p.get("eval_seq_acc") is not None and p.get("eval_wall_s") is not None]
+        evaluated = [p for p in curve
+                     if p.get("eval_seq_acc") is not None and p.get("eval_wall_s") is not None]
         if evaluated:
             acc_axes.plot([p["eval_wall_s"] for p in evaluated], [100 * p["eval_seq_acc"] for p in evaluated],
                           marker="o", label=label)
@@ -47,10 +48,12 @@ def figure_png(comparison: Comparison) -> bytes:
     acc_axes.set_ylim(bottom=max(0.0, min(accuracies, default=0.0) - 5), top=100.5)
     target = next((r.metrics["train"]["target_acc"] for r in runs if r.metrics["train"]["target_acc"]), None)
     if target:
-        acc_axes.axhline(100 * target, color="grey", linestyle="--", linewidth=1, label=f"target {100 * target:g} %")
-    acc_axes.set(title="Eval sequence accuracy against wall time", xlabel="wall time since training start (s)",
-                 ylabel="sequence accuracy (%)")
-    loss_title = "Training loss against step" + (" (reduced differently: not one scale)" if comparison.show_loss else "")
+        acc_axes.axhline(100 * target, color="grey", linestyle="--", linewidth=1,
+                         label=f"target {100 * target:g} %")
+    acc_axes.set(title="Eval sequence accuracy against wall time",
+                 xlabel="wall time since training start (s)", ylabel="sequence accuracy (%)")
+    loss_title = "Training loss against step" + (" (reduced differently: not one scale)"
+                                                 if comparison.show_loss else "")
     loss_axes.set(title=loss_title, xlabel="optimizer step", ylabel="CTC loss (log scale)")
     if all(p["loss"] > 0 for r in runs for p in (r.metrics["train"].get("loss_curve") or [])):
         loss_axes.set_yscale("log")

@@ -1,8 +1,9 @@
 """Prediction files: one ``id<TAB>prediction`` line per eval sample, in the eval split's order.
 
 The one writer (workers, and the core for the exports it runs itself: ``ocrbench.export_parity``) and the one
-reader (the core's scoring, ``ocrbench.metrics``, and ``paired_with_labels``). Predictions are decoded from best paths by the shared
-greedy CTC decoder (``ocrbench.codec``), so every file in every run means the same thing. A prediction
+reader (the core's scoring, ``ocrbench.metrics``, and ``paired_with_labels``). Predictions are decoded
+from best paths by the shared greedy CTC decoder (``ocrbench.codec``), so every file in every run means
+the same thing. A prediction
 may be empty; an id holds no tab or newline (ids are the canonical label files' image paths).
 
 Standard library and numpy only (imported by workers, inside every backend's environment).

@@ -40,7 +40,8 @@ def describe(*, decode: str, decoder: str, height: int, width: int, interpolatio
              to_gray: list[float] | None = None, normalize_first: bool = False) -> dict:
     """The ``input.preprocess`` description a worker writes into its exports' metadata (module docstring)."""
     return {"decode": decode, "decoder": decoder,
-            "resize": {"height": height, "width": width, "keep_ratio": keep_ratio, "interpolation": interpolation},
+            "resize": {"height": height, "width": width, "keep_ratio": keep_ratio,
+                       "interpolation": interpolation},
             "to_gray": to_gray, "mean": list(mean), "std": list(std), "normalize_first": normalize_first,
             "layout": layout}
 
@@ -92,12 +93,14 @@ def load(path: Path, spec: dict) -> np.ndarray:
     image = _decode(path, decoder, color)
     size = spec["resize"]
     height, width = size["height"], size["width"]
-    resized_w = min(width, math.ceil(height * image.shape[1] / image.shape[0])) if size.get("keep_ratio") else width
+    resized_w = (min(width, math.ceil(height * image.shape[1] / image.shape[0])) if size.get("keep_ratio")
+                 else width)
     mean = np.asarray(spec["mean"], dtype=np.float32)
     std = np.asarray(spec["std"], dtype=np.float32)
     if spec.get("normalize_first"):
         if size["interpolation"] != "cv2_linear":
-            raise OcrbenchError("preprocess: normalize_first needs interpolation cv2_linear (PIL resizes uint8)")
+            raise OcrbenchError("preprocess: normalize_first needs interpolation cv2_linear "
+                                "(PIL resizes uint8)")
         normalised = _resize((image.astype(np.float32) / 255.0 - mean) / std, resized_w, height, "cv2_linear")
     else:
         pixels = _resize(image, resized_w, height, size["interpolation"]).astype(np.float32)

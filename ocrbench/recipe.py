@@ -28,7 +28,8 @@ class Section(BaseModel):
 InputWidth = Annotated[int, Field(ge=16, le=4096, multiple_of=4,
                                   description="image width in pixels after resizing (height is fixed at 32)")]
 ConvChannels = Annotated[list[Annotated[int, Field(ge=1, le=4096)]],
-                         Field(min_length=7, max_length=7, description="output channels of the 7 convolutions")]
+                         Field(min_length=7, max_length=7,
+                               description="output channels of the 7 convolutions")]
 REFERENCE_CHANNELS = [64, 128, 256, 256, 512, 512, 512]  # crnn's and ShadowNet's published widths
 class CrnnParams(Section):
     """Parameters of the shared ``crnn`` architecture (docs/architectures.md).
@@ -86,7 +87,8 @@ class ModelSection(Section):
 # ------------------------------------------------------------------------------------------------ data
 class _DataCommon(Section):
     on_bad_sample: Literal["error", "skip"] = "error"
-    workers: int | None = Field(None, ge=1, le=256, description="processes for preparation; default all cores")
+    workers: int | None = Field(None, ge=1, le=256,
+                                description="processes for preparation; default all cores")
 
 
 class CaptchaData(_DataCommon):
@@ -104,8 +106,8 @@ class CaptchaData(_DataCommon):
     eval_size: int = Field(1000, ge=1, le=10_000_000)
     seed: int = Field(0, ge=0)
     noise: bool = Field(True, description="false: clean text instead of a captcha — upright, dark on "
-                                          "light, no rotation, warping, overlap, noise or smoothing (the smoke "
-                                          "recipes' learnable task)")
+                                          "light, no rotation, warping, overlap, noise or smoothing "
+                                          "(the smoke recipes' learnable task)")
     online: bool = Field(False, description="render fresh training captchas on the fly in the worker "
                                             "every epoch (backends that support it); eval stays fixed")
 
@@ -170,7 +172,8 @@ class CsvData(_ImportedData):
     eval: str
     name_column: str = Field("name", min_length=1)
     text_column: str = Field("value", min_length=1)
-    encoding: str = Field("auto", min_length=1, description="auto, or a Python codec name (gb2312, gbk, utf-8, ...)")
+    encoding: str = Field("auto", min_length=1,
+                          description="auto, or a Python codec name (gb2312, gbk, utf-8, ...)")
 
 
 DataSection = Annotated[Union[CaptchaData, LabelFileData, LmdbData, FilenamesData, CsvData],
@@ -232,8 +235,9 @@ class TrainSection(Section):
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads per worker process; default "
                                 "all cores, divided among the processes of a data-parallel CPU run")
     batch_scope: Literal["per_device", "global"] = Field(
-        "per_device", description="per_device: batch_size images on every device (global batch = batch_size x "
-        "world size); global: batch_size images per step over all devices (split evenly; must divide)")
+        "per_device", description="per_device: batch_size images on every device (global batch = "
+        "batch_size x world size); global: batch_size images per step over all devices (split evenly; "
+        "must divide)")
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
         "none", description="learning rate x world size (linear, as MindSpore WarpCTC's device_num), x its "
         "square root (sqrt), or unchanged (none); applies when training on several devices")

@@ -18,7 +18,8 @@ from ocrbench.results import export_record, read_events, validate_metrics
 from ocrbench.runner import Runner, job_spec
 
 
-def export_run(run_dir: Path, formats: list[str] | None, console, command: list[str]) -> tuple[dict, list[str]]:
+def export_run(run_dir: Path, formats: list[str] | None, console,
+               command: list[str]) -> tuple[dict, list[str]]:
     """``ocrbench export``: export a finished run again from its last checkpoint (all of the recipe's
     formats, or ``formats``), in the backend's environment; the new results replace those formats in
     metrics.json, and an ONNX export is checked in onnxruntime. The worker reads ``job-export.json`` and
@@ -38,7 +39,8 @@ def export_run(run_dir: Path, formats: list[str] | None, console, command: list[
     python, _ = envs.resolve_python(p.spec, runner.python_override)
     launch = runner.launch(python, run_dir, "job-export.json")   # one process, on the CPU
     job = job_spec(p, run_dir, dataset, launch, resume=False)
-    job = dataclasses.replace(job, stage="export", gpus=0, paths={**job.paths, "events": "events-export.jsonl"})
+    job = dataclasses.replace(job, stage="export", gpus=0,
+                              paths={**job.paths, "events": "events-export.jsonl"})
     atomic.write_json(run_dir / "job-export.json", job.to_json())
     (run_dir / "events-export.jsonl").unlink(missing_ok=True)
     processes.follow(launch, run_dir, console, runner.make_scorer(run_dir, dataset), "events-export.jsonl")
@@ -46,7 +48,8 @@ def export_run(run_dir: Path, formats: list[str] | None, console, command: list[
     failed = [e for e in events if e["event"] == "error"]
     if failed or not any(e["event"] == "done" for e in events):
         reason = failed[-1]["message"] if failed else "the worker ended without finishing"
-        raise OcrbenchError(f"export of {run_dir} failed: {reason}", hint=f"details in {run_dir / 'native.log'}")
+        raise OcrbenchError(f"export of {run_dir} failed: {reason}",
+                            hint=f"details in {run_dir / 'native.log'}")
     metrics = json.loads(metrics_path.read_text())
     exported = [e["format"] for e in events if e["event"] == "export"]
     for event in (e for e in events if e["event"] == "export"):

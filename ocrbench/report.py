@@ -74,7 +74,8 @@ def grid(comparison: Comparison) -> Grid:
         fixed = [row.label, *[row.text[c] for c in texts], *([params] if differs else [])]
         metric_cells = [metric_cell(comparison, row, m) for m in comparison.metrics]
         cells.append([*fixed, *metric_cells, row.text["native format"], row.text["status"]])
-        best.append([False] * len(fixed) + [index in best_rows[m.key] for m in comparison.metrics] + [False, False])
+        best.append([False] * len(fixed) + [index in best_rows[m.key] for m in comparison.metrics]
+                    + [False, False])
     return Grid(headers, cells, best)
 
 
@@ -87,9 +88,10 @@ def preamble(comparison: Comparison) -> list[str]:
     elif runs:
         m = runs[0].metrics
         lines.append(f"{len(runs)} run(s), like-for-like: dataset {str(m['dataset']['fingerprint'])[:12]} "
-                     f"({m['dataset']['source']}, eval n = {m['eval']['n']}), same charset, eval protocol and "
-                     f"input size")
-    machines = {json.dumps({k: r.metrics["hardware"].get(k) for k in ("cpu_model", "cores", "gpus")}, sort_keys=True)
+                     f"({m['dataset']['source']}, eval n = {m['eval']['n']}), same charset, eval protocol "
+                     f"and input size")
+    machines = {json.dumps({k: r.metrics["hardware"].get(k) for k in ("cpu_model", "cores", "gpus")},
+                           sort_keys=True)
                 for r in runs}
     if len(machines) > 1:
         lines.append("note: the runs come from different machines; compare their timings with care")
@@ -103,7 +105,8 @@ def preamble(comparison: Comparison) -> list[str]:
             if row.runs and row.text["loss"] != "-":
                 reductions.setdefault(row.text["loss"], []).append(row.text["backend"])
         lines.append("note: the backends reduce the CTC loss differently ("
-                     + "; ".join(f"{', '.join(dict.fromkeys(names))}: {loss}" for loss, names in reductions.items())
+                     + "; ".join(f"{', '.join(dict.fromkeys(names))}: {loss}"
+                                 for loss, names in reductions.items())
                      + "), so their loss values and curves are not on one scale (the loss column)")
     if comparison.common:
         lines.append("common recipe parameters: "
@@ -135,7 +138,8 @@ def render_table(comparison: Comparison, console) -> None:
             widths.append(min(longest, TEXT_COLUMN_MAX))
             table.add_column(header, overflow="fold", min_width=widths[-1], max_width=TEXT_COLUMN_MAX)
     for cells, best in zip(g.cells, g.best):
-        table.add_row(*[f"[bold green]{escape(c)}[/bold green]" if b else escape(c) for c, b in zip(cells, best)])
+        table.add_row(*[f"[bold green]{escape(c)}[/bold green]" if b else escape(c)
+                        for c, b in zip(cells, best)])
     narrow = console.width
     console.width = max(narrow, sum(widths) + 3 * len(widths) + 2)  # a narrow terminal wraps, never crushes
     try:
@@ -151,7 +155,8 @@ def markdown(comparison: Comparison) -> str:
     lines += ["", "| " + " | ".join(escape(h) for h in g.headers) + " |",
               "|" + "|".join("---" for _ in g.headers) + "|"]
     for cells, best in zip(g.cells, g.best):
-        lines.append("| " + " | ".join(f"**{escape(c)}**" if b else escape(c) for c, b in zip(cells, best)) + " |")
+        lines.append("| " + " | ".join(f"**{escape(c)}**" if b else escape(c) for c, b in zip(cells, best))
+                     + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -217,9 +222,11 @@ def html_text(comparison: Comparison, plot_png: bytes | None) -> str:
     for line in preamble(comparison):
         css = "warn" if line.startswith("NOT LIKE") else "note"
         parts.append(f"<p class='{css}'>{html.escape(line)}</p>")
-    parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in g.headers) + "</tr></thead><tbody>")
+    parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in g.headers)
+                 + "</tr></thead><tbody>")
     for cells, best in zip(g.cells, g.best):
-        parts.append("<tr>" + "".join(f"<td class='best'>{html.escape(c)}</td>" if b else f"<td>{html.escape(c)}</td>"
+        parts.append("<tr>" + "".join(f"<td class='best'>{html.escape(c)}</td>" if b
+                                      else f"<td>{html.escape(c)}</td>"
                                       for c, b in zip(cells, best)) + "</tr>")
     parts.append("</tbody></table>")
     if plot_png:

@@ -63,7 +63,8 @@ class EvalScorer:
 
     def __call__(self, relpath: str) -> dict:
         if relpath not in self._cache:
-            self._cache[relpath] = score_files(self.run_dir / relpath, self.labels, self.protocol, self.charset)
+            self._cache[relpath] = score_files(self.run_dir / relpath, self.labels, self.protocol,
+                                               self.charset)
         return self._cache[relpath]
 
 
@@ -84,7 +85,8 @@ def build_curve(events: list[dict], scorer: EvalScorer | None) -> list[dict]:
     for event in events:
         if event["event"] == "epoch_end":
             points[event["epoch"]] = {"epoch": event["epoch"], "step": event["step"], "loss": event["loss"],
-                                      "lr": event["lr"], "wall_s": event["wall_s"], "train_s": event["train_s"]}
+                                      "lr": event["lr"], "wall_s": event["wall_s"],
+                                      "train_s": event["train_s"]}
         elif event["event"] == "eval" and event["epoch"] in points and scorer is not None:
             scores = scorer(event["predictions"])
             points[event["epoch"]].update(eval_seq_acc=scores["seq_acc"], eval_char_acc=scores["char_acc"],
@@ -117,8 +119,8 @@ def time_to_target(curve: list[dict], target: float | None) -> float | None:
 def export_record(event: dict) -> dict:
     """metrics.json's entry for one ``export`` event."""
     files = event.get("files") or []
-    record = {"format": event["format"], "ok": event["ok"], "path": files[0] if files else None, "files": files,
-              "bytes": event.get("bytes"), "error": event.get("error")}
+    record = {"format": event["format"], "ok": event["ok"], "path": files[0] if files else None,
+              "files": files, "bytes": event.get("bytes"), "error": event.get("error")}
     if event.get("predictions"):
         record["predictions"] = event["predictions"]
     return record

@@ -164,7 +164,8 @@ class Runner:
         """Node k > 0: run this node's processes to the end; its ranks write no results."""
         returncode = processes.follow(launch, run_dir, self.console, None)
         if returncode != 0:
-            raise OcrbenchError(f"node {self.topology.node_rank}: the launch ended with exit code {returncode}",
+            raise OcrbenchError(f"node {self.topology.node_rank}: the launch ended with exit code "
+                                f"{returncode}",
                                 hint=f"details in {run_dir / 'native.log'}")
         self.console.print(f"node {self.topology.node_rank}: done; node 0 writes the run's metrics.json")
         return None, None
@@ -185,8 +186,8 @@ class Runner:
         try:
             metrics = assemble(**context, scorer=scorer, failure=failure)
         except OcrbenchError as exc:  # e.g. a predictions file that does not match the eval split
-            metrics = assemble(**context, scorer=None, failure={"type": "ScoringError", "message": exc.message,
-                                                                "stage": "scoring"})
+            metrics = assemble(**context, scorer=None,
+                               failure={"type": "ScoringError", "message": exc.message, "stage": "scoring"})
         export_parity.attach_parity(metrics, run_dir, dataset.root, Charset(dataset.charset),
                               Protocol(**self.p.resolved["eval"]["protocol"]))
         validate_metrics(metrics)

@@ -117,7 +117,8 @@ def check_small_crnn(recipe: Path, out: Path, backend: str, formats: list[str], 
     metrics = check_complete_run(run_dir, backend, epochs=1, eval_n=64)
     from ocrbench.recipe import CrnnParams
 
-    assert metrics["model"]["params"] == CrnnParams(**metrics["model"]["arch_params"]).param_count(11) == 132_107
+    assert (metrics["model"]["params"] == CrnnParams(**metrics["model"]["arch_params"]).param_count(11)
+            == 132_107)
     exports = check_exports(run_dir, metrics, set(formats), blank=blank)
     for fmt, export in exports.items():
         assert export["ok"], exports

@@ -37,7 +37,8 @@ def print_command(backend: str, *args: str) -> str:
 
 def commands(output: str) -> list[list[str]]:
     """The command lines of --print-command output, split into words (comments dropped)."""
-    return [shlex.split(line.removesuffix("  &")) for line in output.splitlines() if line and not line.startswith("#")]
+    return [shlex.split(line.removesuffix("  &")) for line in output.splitlines()
+            if line and not line.startswith("#")]
 
 
 def node_sections(out: str) -> dict[int, list[list[str]]]:

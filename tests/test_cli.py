@@ -31,8 +31,8 @@ def test_env_list_without_installs(tmp_path):
 
 
 def test_python_override_that_does_not_exist(tmp_path):
-    result = run_cli("run", ROOT / "backends" / "pytorch" / "smoke.yml", "--python", tmp_path / "nope" / "python",
-                     "--out", tmp_path / "runs")
+    result = run_cli("run", ROOT / "backends" / "pytorch" / "smoke.yml",
+                     "--python", tmp_path / "nope" / "python", "--out", tmp_path / "runs")
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 

@@ -29,10 +29,12 @@ def installed_backends() -> list[str]:
 def runs(tmp_path_factory):
     """One recipe on every installed backend, plus a second seed on pytorch (aggregation)."""
     out = tmp_path_factory.mktemp("runs")
-    result = run_cli("run", SMOKE_CRNN, "--set", PLUMBING, "--backend", "all", "--out", out, "--set", "export.formats=[native, onnx]")
+    result = run_cli("run", SMOKE_CRNN, "--set", PLUMBING, "--backend", "all", "--out", out,
+                     "--set", "export.formats=[native, onnx]")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "comparison" in result.stdout
-    seed = run_cli("run", SMOKE_CRNN, "--set", PLUMBING, "--out", out, "--set", "train.seed=8", "--set", "export.formats=[native]")
+    seed = run_cli("run", SMOKE_CRNN, "--set", PLUMBING, "--out", out, "--set", "train.seed=8",
+                   "--set", "export.formats=[native]")
     assert seed.returncode == 0, seed.stdout + seed.stderr
     return out
 
@@ -65,7 +67,8 @@ def test_seed_aggregation_and_best(runs):
     assert pytorch["run"] == "pytorch (2 seeds)" and pytorch["seeds"] == "7, 8" and len(pytorch["runs"]) == 2
     assert pytorch["samples_per_s_n"] == 2 and pytorch["samples_per_s_std"] is not None
     values = [r["peak_rss_mb"] for r in report["rows"]]
-    assert report["best"]["peak_rss_mb"] == [r["run"] for r in report["rows"] if r["peak_rss_mb"] == min(values)]
+    assert report["best"]["peak_rss_mb"] == [r["run"] for r in report["rows"]
+                                             if r["peak_rss_mb"] == min(values)]
     assert {m["key"]: m["better"] for m in report["metrics"]}["seq_acc"] == "higher"
     assert report["common_parameters"]["data.train_size"] == "256"
     assert "train.seed" not in report["varying_parameters"]
@@ -76,7 +79,8 @@ def test_baseline_ratios(runs):
     report = compare_json(runs, "--baseline", one_run)
     rows = {row["backend"]: row for row in report["rows"]}
     assert report["baseline"] == one_run and rows["mxnet"]["train_s_ratio"] == pytest.approx(1.0)
-    assert rows["pytorch"]["train_s_ratio"] == pytest.approx(rows["pytorch"]["train_s"] / rows["mxnet"]["train_s"])
+    assert rows["pytorch"]["train_s_ratio"] == pytest.approx(rows["pytorch"]["train_s"]
+                                                             / rows["mxnet"]["train_s"])
     bad = run_cli("compare", runs, "--baseline", "no-such-run")
     assert bad.returncode == 2 and "--baseline no-such-run: no such run" in bad.stderr
 
@@ -108,8 +112,8 @@ def test_table_markdown_csv_html_and_plot(runs, tmp_path):
 
 def test_guard_refuses_other_dataset_unless_forced(runs, tmp_path):
     other = tmp_path / "other"
-    result = run_cli("run", SMOKE_CRNN, "--set", PLUMBING, "--out", other, "--set", "data.seed=8", "--set", "train.epochs=1",
-                     "--set", "export.formats=[]")
+    result = run_cli("run", SMOKE_CRNN, "--set", PLUMBING, "--out", other, "--set", "data.seed=8",
+                     "--set", "train.epochs=1", "--set", "export.formats=[]")
     assert result.returncode == 0, result.stdout + result.stderr
     refused = run_cli("compare", runs, other)
     assert refused.returncode == 2 and "dataset fingerprint differs" in refused.stderr

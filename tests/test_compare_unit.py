@@ -17,7 +17,8 @@ def test_aggregate_mean_sample_std_and_n():
 
 
 def test_flatten_leaves_out_what_is_not_the_experiment():
-    flat = flatten({"backend": "mxnet", "runtime": {"gpus": 1}, "train": {"seed": 3, "optimizer": {"lr": 0.01}},
+    flat = flatten({"backend": "mxnet", "runtime": {"gpus": 1},
+                    "train": {"seed": 3, "optimizer": {"lr": 0.01}},
                     "export": {"formats": ["onnx"], "onnx_opset": 13}, "data": {"fonts": []}})
     assert flat == {"train.optimizer.lr": "0.01", "export.onnx_opset": "13", "data.fonts": "[]"}
 
@@ -61,6 +62,7 @@ def test_compare_names_a_broken_file(tmp_path):
 
 def test_run_on_several_backends_checks_names_first():
     result = run_cli("run", "recipes/captcha_pytorch.yml", "--backend", "pytorch,pytorh")
-    assert result.returncode == 2 and "unknown backend 'pytorh'" in result.stderr and "Traceback" not in result.stderr
+    assert (result.returncode == 2 and "unknown backend 'pytorh'" in result.stderr
+            and "Traceback" not in result.stderr)
     result = run_cli("compare", "recipes", "--format", "yaml")
     assert result.returncode == 2 and "--format 'yaml'" in result.stderr

@@ -100,7 +100,7 @@ def labelfile_setup(tmp_path, train_lines):
     for name in ("a.png", "b.png", "c.png"):
         (root / name).write_bytes(_png())
     (root / "broken.png").write_bytes(b"not an image")
-    (tmp_path / "train.txt").write_text("".join(f"{l}\n" for l in train_lines), encoding="utf-8")
+    (tmp_path / "train.txt").write_text("".join(f"{line}\n" for line in train_lines), encoding="utf-8")
     (tmp_path / "eval.txt").write_text("c.png\t7\n", encoding="utf-8")
     return dict(source="labelfile", root=str(root), train=str(tmp_path / "train.txt"),
                 eval=str(tmp_path / "eval.txt"))
@@ -182,7 +182,8 @@ def csv_setup(tmp_path, train_text: str, encoding: str) -> dict:
 
 
 def test_csv_source_detects_gb2312(isolated_home, tmp_path):
-    data = CsvData(**csv_setup(tmp_path, "name,value\na.png,中文\nb.png,码12\n", "gb2312")).model_dump(mode="json")
+    data = CsvData(**csv_setup(tmp_path, "name,value\na.png,中文\nb.png,码12\n",
+                               "gb2312")).model_dump(mode="json")
     messages = []
     ds = datasets.prepare(data, tmp_path, messages.append)
     assert [s.text for s in ds.samples("train")] == ["中文", "码12"] and ds.samples("eval")[0].text == "验证"
@@ -241,6 +242,7 @@ def test_lmdb_source_rejects_a_directory_without_num_samples(isolated_home, tmp_
 
 
 def test_malformed_label_line_names_file_and_line(isolated_home, tmp_path):
-    data = LabelFileData(**labelfile_setup(tmp_path, ["a.png\t12", "no-delimiter-here"])).model_dump(mode="json")
+    data = LabelFileData(**labelfile_setup(tmp_path,
+                                           ["a.png\t12", "no-delimiter-here"])).model_dump(mode="json")
     with pytest.raises(OcrbenchError, match=r"train.txt:2: expected 'path'\\t'text'|train.txt:2: expected"):
         datasets.prepare(data, tmp_path, quiet)

@@ -34,8 +34,8 @@ DISTRIBUTED = [name for name, spec in load_backends().items() if spec.launcher i
     ({"master_port": 70000}, "not a TCP port"),
 ])
 def test_topology_refuses_inconsistent_options(kwargs, message):
-    options = {"gpus": 0, "nproc": None, "nnodes": 1, "node_rank": 0, "master_addr": None, "master_port": None,
-               "hosts": None, **kwargs}
+    options = {"gpus": 0, "nproc": None, "nnodes": 1, "node_rank": 0, "master_addr": None,
+               "master_port": None, "hosts": None, **kwargs}
     with pytest.raises(OcrbenchError, match=re.escape(message)):
         distributed.topology(**options)
 
@@ -54,8 +54,8 @@ def train(batch=64, scope="per_device", rule="none", lr=0.01) -> dict:
 
 def test_scaling_rules():
     assert distributed.scaling(train(), 4, "r") == {"batch_scope": "per_device", "per_device_batch": 64,
-                                                    "global_batch": 256, "lr_scaling": "none", "base_lr": 0.01,
-                                                    "lr": 0.01}
+                                                    "global_batch": 256, "lr_scaling": "none",
+                                                    "base_lr": 0.01, "lr": 0.01}
     glob = distributed.scaling(train(scope="global", rule="linear"), 4, "r")
     assert (glob["per_device_batch"], glob["global_batch"], glob["lr"]) == (16, 64, pytest.approx(0.04))
     assert distributed.scaling(train(rule="sqrt"), 4, "r")["lr"] == pytest.approx(0.02)
@@ -128,7 +128,8 @@ def fake_slurm(bin_dir: Path) -> None:
     scripts = {
         "scontrol": '#!/bin/bash\n[ "$1 $2" = "show hostnames" ] && printf "nodeA\\nnodeB\\n"\n',
         "srun": '#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\n'
-                'for node in $(seq 0 $((SLURM_NNODES - 1))); do SLURM_NODEID=$node "$@" --print-command || exit 1; done\n',
+                'for node in $(seq 0 $((SLURM_NNODES - 1))); do '
+                'SLURM_NODEID=$node "$@" --print-command || exit 1; done\n',
     }
     for name, text in scripts.items():
         path = bin_dir / name
@@ -137,8 +138,8 @@ def fake_slurm(bin_dir: Path) -> None:
 
 
 def test_slurm_script_runs_the_native_launch_on_every_node(tmp_path):
-    code, out = cli("run", str(RECIPE), "--backend", "pytorch", "--gpus", "2", "--nnodes", "2", "--launcher", "slurm",
-                    "--out", str(tmp_path / "runs"), "--set", "train.epochs=1")
+    code, out = cli("run", str(RECIPE), "--backend", "pytorch", "--gpus", "2", "--nnodes", "2",
+                    "--launcher", "slurm", "--out", str(tmp_path / "runs"), "--set", "train.epochs=1")
     assert code == 0, out
     [script] = (tmp_path / "runs").glob("captcha-pytorch-*.sbatch")
     text = script.read_text()
@@ -151,19 +152,21 @@ def test_slurm_script_runs_the_native_launch_on_every_node(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake_slurm(bin_dir)
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_NNODES="2", SLURM_JOB_NODELIST="node[A-B]")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_NNODES="2",
+               SLURM_JOB_NODELIST="node[A-B]")
     result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     launches = [line for line in result.stdout.splitlines() if "torch.distributed.run" in line]
     assert len(launches) == 2
     for rank, line in enumerate(launches):
-        assert f"--nnodes=2 --nproc-per-node=2 --node-rank={rank} --master-addr=nodeA --master-port=29500" in line
+        assert (f"--nnodes=2 --nproc-per-node=2 --node-rank={rank} "
+                "--master-addr=nodeA --master-port=29500") in line
 
 
 def test_slurm_single_node_cpu_and_submit_without_sbatch(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))   # no sbatch here
-    code, out = cli("run", str(RECIPE), "--backend", "mxnet", "--nproc", "2", "--launcher", "slurm", "--submit",
-                    "--out", str(tmp_path / "runs"))
+    code, out = cli("run", str(RECIPE), "--backend", "mxnet", "--nproc", "2", "--launcher", "slurm",
+                    "--submit", "--out", str(tmp_path / "runs"))
     assert code == 2 and "sbatch is not on this machine's PATH" in out and "Traceback" not in out
     [script] = (tmp_path / "runs").glob("*.sbatch")
     text = script.read_text()

@@ -30,7 +30,8 @@ BACKENDS = ["pytorch", "mxnet", "tensorflow", "mindspore", "paddleocr"]
 DIGEST = re.compile(r"ocrbench: rank (\d+) replica (\d+) weights sha256 ([0-9a-f]{64})")
 SMOKE_TRAIN, EPOCHS = 256, 2          # the training set (PLUMBING) and epochs of these runs
 TWO_EPOCHS = ["--set", f"train.epochs={EPOCHS}"]   # the smoke recipes train 2 to 6 epochs
-FAST = ["--set", "export.formats=[]", "--set", PLUMBING]  # exports are tested elsewhere; this is about training
+# exports are tested elsewhere; this is about training
+FAST = ["--set", "export.formats=[]", "--set", PLUMBING]
 LAUNCHER_LOGS = {"paddle-launch", "msrun-log"}   # per-rank logs of paddle's launch and msrun
 
 
@@ -81,7 +82,8 @@ def check_data_parallel(run_dir: Path, followers: tuple[Path, ...] = ()) -> dict
     assert (run_dir / "predictions" / "eval.tsv").is_file() and any((run_dir / "checkpoints").iterdir())
     for follower in followers:   # another node's run directory: what its core wrote, its launcher's logs
         written = {path.name for path in follower.iterdir()} - LAUNCHER_LOGS
-        assert written == {"job.json", "recipe.yaml", "environment.json", "native.log", "events.jsonl"}, written
+        assert written == {"job.json", "recipe.yaml", "environment.json", "native.log",
+                           "events.jsonl"}, written
         assert (follower / "events.jsonl").read_text() == ""
     return metrics
 
@@ -114,10 +116,10 @@ LOOPBACK_BACKENDS = ["pytorch", "mxnet", "tensorflow", "paddleocr"]
 def test_two_nodes_on_loopback(backend, tmp_path):
     envs.resolve_python(get_backend(backend))
     port = str(distributed.free_port())
-    common = ["run", str(smoke_recipe(backend)), "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", port,
-              "--out", str(tmp_path), *FAST, *TWO_EPOCHS]
-    node1 = subprocess.Popen([*OCRBENCH, *common, "--node-rank", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, cwd=ROOT)
+    common = ["run", str(smoke_recipe(backend)), "--nnodes", "2", "--master-addr", "127.0.0.1",
+              "--master-port", port, "--out", str(tmp_path), *FAST, *TWO_EPOCHS]
+    node1 = subprocess.Popen([*OCRBENCH, *common, "--node-rank", "1"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
         result = run_cli(*common, "--node-rank", "0", timeout=600)
         node1_out, _ = node1.communicate(timeout=120)
@@ -151,7 +153,8 @@ def start_core(args: list[str], out: Path, **popen) -> subprocess.Popen:
 
 def what_happened(out: Path) -> str:
     """The tails of the core's output and of every log under its run directory, for a failure message."""
-    logs = [out / "core.log", *(log for run_dir in sorted(out.iterdir()) if run_dir.is_dir() for log in run_logs(run_dir))]
+    logs = [out / "core.log", *(log for run_dir in sorted(out.iterdir()) if run_dir.is_dir()
+                                for log in run_logs(run_dir))]
     return "\n".join(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}" for log in logs if log.is_file())
 
 
@@ -164,7 +167,8 @@ def wait_for_checkpoint(core: subprocess.Popen, out: Path, timeout_s: float = 12
             if '"checkpoint"' in events.read_text():
                 return events
         if core.poll() is not None:
-            raise AssertionError(f"the run ended (exit {core.returncode}) before a checkpoint\n{what_happened(out)}")
+            raise AssertionError(f"the run ended (exit {core.returncode}) before a checkpoint\n"
+                                 f"{what_happened(out)}")
         time.sleep(0.2)
     raise AssertionError(f"no checkpoint under {out} within {timeout_s} s\n{what_happened(out)}")
 
@@ -172,8 +176,8 @@ def wait_for_checkpoint(core: subprocess.Popen, out: Path, timeout_s: float = 12
 def test_ctrl_c_stops_every_rank_and_resume_keeps_the_devices(tmp_path):
     """Ctrl-C reaches torchrun's ranks through the launcher; --resume continues on 2 replicas."""
     envs.resolve_python(get_backend("pytorch"))
-    core = start_core([str(smoke_recipe("pytorch")), "--nproc", "2", "--set", "train.epochs=100", *FAST], tmp_path,
-                      preexec_fn=default_sigint)
+    core = start_core([str(smoke_recipe("pytorch")), "--nproc", "2", "--set", "train.epochs=100", *FAST],
+                      tmp_path, preexec_fn=default_sigint)
     try:
         events = wait_for_checkpoint(core, tmp_path)
         core.send_signal(signal.SIGINT)
@@ -197,7 +201,8 @@ def test_ctrl_c_stops_every_rank_and_resume_keeps_the_devices(tmp_path):
 def test_a_killed_core_takes_its_ranks_down(tmp_path):
     """SIGKILL gives the core no chance to stop torchrun: its ranks notice the core is gone and stop."""
     envs.resolve_python(get_backend("pytorch"))
-    core = start_core([str(smoke_recipe("pytorch")), "--nproc", "2", "--set", "train.epochs=200", *FAST], tmp_path)
+    core = start_core([str(smoke_recipe("pytorch")), "--nproc", "2", "--set", "train.epochs=200", *FAST],
+                      tmp_path)
     try:
         run_dir = wait_for_checkpoint(core, tmp_path).parent
         core.kill()

@@ -1,4 +1,5 @@
-"""End to end with the real MindSpore backend on the tiny smoke set (needs `ocrbench env install mindspore`)."""
+"""End to end with the real MindSpore backend on the tiny smoke set
+(needs `ocrbench env install mindspore`)."""
 
 import json
 
@@ -36,7 +37,8 @@ def test_warpctc_smoke_run(warpctc_run):
     exports = check_exports(warpctc_run, metrics, {"mindir", "onnx"}, blank=BLANK_LAST)
     assert exports["mindir"]["ok"] and exports["onnx"]["ok"], exports
     check_reloaded_parity(warpctc_run, exports["mindir"])
-    assert check_onnx_parity(warpctc_run, exports["onnx"])["input_batch"] == 1   # MindSpore's ONNX: fixed batch
+    # MindSpore's ONNX: fixed batch
+    assert check_onnx_parity(warpctc_run, exports["onnx"])["input_batch"] == 1
     names = {p.name for p in (warpctc_run / "checkpoints").iterdir()}
     recipe = metrics["recipe"]["resolved"]
     steps, epochs = recipe["data"]["train_size"] // recipe["train"]["batch_size"], recipe["train"]["epochs"]
@@ -53,7 +55,8 @@ def test_native_data_is_mindrecord_read_by_mindspore(warpctc_run, ms_python):
             "print(json.dumps({'n': data.get_dataset_size(), 'label': row['label'].tolist(),"
             " 'length': int(row['length']), 'id': str(row['id'])}))")
     got = json.loads(in_env(ms_python, code, job["dataset"]["native_dir"]))
-    first_id, first_text = open(f"{job['dataset']['dir']}/eval.txt", encoding="utf-8").readline().rstrip("\n").split("\t")
+    first_id, first_text = (open(f"{job['dataset']['dir']}/eval.txt", encoding="utf-8").readline()
+                            .rstrip("\n").split("\t"))
     assert got["n"] == 64 and got["id"] == first_id and got["length"] == len(first_text)
     # charset "0123456789": digit d -> index d, padded to max_len with the blank (10), as WarpCTC pads
     max_len = job["dataset"]["max_label_len"]
@@ -67,7 +70,8 @@ def test_shared_crnn_and_resume(tmp_path, ms_python):
 
 def test_reference_sizes_match_the_formulas(ms_python):
     code = ("from backends.mindspore.model import build\n"
-            "for arch, p in (('crnn', dict(input_width=100, channels=[64, 128, 256, 256, 512, 512, 512], hidden=256)),"
+            "for arch, p in (('crnn', dict(input_width=100, channels=[64, 128, 256, 256, 512, 512, 512],"
+            " hidden=256)),"
             " ('warpctc', dict(input_height=64, input_width=160, hidden=512, layers=2))):\n"
             "    print(sum(x.size for x in build(arch, 11, p).trainable_params()))")
     crnn, warpctc = map(int, in_env(ms_python, code).split())

@@ -49,10 +49,13 @@ def test_checkpoints_follow_the_example_convention(lstm_run):
 def test_native_data_is_recordio_read_by_mxnet(lstm_run, mx_python):
     job = json.loads((lstm_run / "job.json").read_text())
     rec = f"{job['dataset']['native_dir']}/recordio/eval"
-    code = ("import sys, mxnet as mx; r = mx.recordio.MXIndexedRecordIO(sys.argv[1] + '.idx', sys.argv[1] + '.rec', 'r');"
-            "h, img = mx.recordio.unpack(r.read_idx(0)); print(len(r.keys), ' '.join(str(int(v)) for v in h.label))")
+    code = ("import sys, mxnet as mx; "
+            "r = mx.recordio.MXIndexedRecordIO(sys.argv[1] + '.idx', sys.argv[1] + '.rec', 'r');"
+            "h, img = mx.recordio.unpack(r.read_idx(0)); "
+            "print(len(r.keys), ' '.join(str(int(v)) for v in h.label))")
     out = in_env(mx_python, code, rec).split()
-    first_text = (ROOT / job["dataset"]["dir"] / "eval.txt").read_text(encoding="utf-8").splitlines()[0].split("\t")[1]
+    first_text = ((ROOT / job["dataset"]["dir"] / "eval.txt").read_text(encoding="utf-8").splitlines()[0]
+                  .split("\t")[1])
     assert out[0] == "64"
     labels = [int(v) for v in out[1:]]
     assert labels[: len(first_text)] == [int(c) + 1 for c in first_text]  # digit d -> class d + 1
@@ -68,10 +71,10 @@ def test_shared_crnn_has_the_pytorch_parameter_count(tmp_path, mx_python):
 
 
 def test_online_captchas_and_resume(tmp_path, mx_python):
-    run_dir = smoke(SMOKE, tmp_path, "data.online=true", "model.params.standardize=false", "train.epochs=1", PLUMBING,
-                    "export.formats=[]")
+    run_dir = smoke(SMOKE, tmp_path, "data.online=true", "model.params.standardize=false", "train.epochs=1",
+                    PLUMBING, "export.formats=[]")
     check_complete_run(run_dir, "mxnet", epochs=1, eval_n=64)
-    events = [json.loads(l) for l in (run_dir / "events.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert [e for e in events if e["event"] == "prepared"][0]["online"] is True
     # extend the finished run by one epoch through --resume: it restores params and optimizer state
     extend_by_resume(run_dir, "mxnet", eval_n=64)

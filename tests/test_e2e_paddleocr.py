@@ -1,4 +1,5 @@
-"""End to end with the real PaddlePaddle backend on the tiny smoke set (needs `ocrbench env install paddleocr`)."""
+"""End to end with the real PaddlePaddle backend on the tiny smoke set
+(needs `ocrbench env install paddleocr`)."""
 
 import pickle
 
@@ -28,7 +29,8 @@ def mobilenet_run(tmp_path_factory, paddle_python):
     # learning (the smoke recipe's shared crnn must learn: `ocrbench smoke`)
     return smoke(SMOKE, tmp_path_factory.mktemp("runs"), "model.arch=crnn_mobilenetv3",
                  "model.params={scale: 0.5, small_stride: [1, 2, 2, 2], hidden: 48, input_width: 128}",
-                 "train.optimizer={name: adam, lr: 0.001, weight_decay: 0.00001}", "train.lr_schedule={name: cosine}",
+                 "train.optimizer={name: adam, lr: 0.001, weight_decay: 0.00001}",
+                 "train.lr_schedule={name: cosine}",
                  "train.target_acc=null", PLUMBING)
 
 
@@ -36,7 +38,8 @@ def test_crnn_mobilenetv3_smoke_run(mobilenet_run):
     metrics = check_complete_run(mobilenet_run, "paddleocr", epochs=2, eval_n=64)
     assert metrics["backend"]["version"] == pinned_version("paddleocr", "paddlepaddle")
     assert metrics["backend"]["arch"] == "crnn_mobilenetv3"
-    assert metrics["model"]["params"] == CrnnMobileNetV3Params(**metrics["model"]["arch_params"]).param_count(11)
+    assert (metrics["model"]["params"]
+            == CrnnMobileNetV3Params(**metrics["model"]["arch_params"]).param_count(11))
     exports = check_exports(mobilenet_run, metrics, {"paddle", "onnx"})
     assert all(x["ok"] for x in exports.values()), exports
     check_reloaded_parity(mobilenet_run, exports["paddle"])
@@ -51,7 +54,8 @@ def test_paddleocr_checkpoints_and_config(mobilenet_run):
     for prefix in ("latest", "best_accuracy"):
         assert {f"{prefix}.pdparams", f"{prefix}.pdopt", f"{prefix}.states"} <= names
     config = yaml.safe_load((mobilenet_run / "config.yml").read_text())
-    assert list(config) == ["Global", "Optimizer", "Architecture", "Loss", "PostProcess", "Metric", "Train", "Eval"]
+    assert list(config) == ["Global", "Optimizer", "Architecture", "Loss", "PostProcess", "Metric", "Train",
+                            "Eval"]
     assert config["Architecture"]["Backbone"] == {"name": "MobileNetV3", "scale": 0.5, "model_name": "small",
                                                   "small_stride": [1, 2, 2, 2]}
     assert config["Train"]["dataset"]["name"] == "SimpleDataSet"
@@ -71,7 +75,8 @@ def test_checkpoints_load_without_executing_code(mobilenet_run, paddle_python, t
             "from backends.paddleocr.ppocr_formats import safe_load\n"
             "state = safe_load(Path(sys.argv[1]) / 'latest.pdparams')\n"
             "print(len(state) > 0, type(next(iter(state.values()))).__name__)\n"
-            "try:\n    safe_load(Path(sys.argv[2]))\nexcept pickle.UnpicklingError as e:\n    print('refused')\n")
+            "try:\n    safe_load(Path(sys.argv[2]))\n"
+            "except pickle.UnpicklingError as e:\n    print('refused')\n")
     out = in_env(paddle_python, code, mobilenet_run / "checkpoints", evil).split()
     assert out == ["True", "ndarray", "refused"]
 
@@ -85,7 +90,8 @@ def test_shared_crnn_and_resume(tmp_path, paddle_python):
 def test_reference_sizes_match_the_formulas(paddle_python):
     code = ("import numpy as np\n"
             "from backends.paddleocr.model import build\n"
-            "for arch, classes, p in (('crnn', 11, dict(input_width=100, channels=[64, 128, 256, 256, 512, 512, 512],"
+            "for arch, classes, p in (('crnn', 11, dict(input_width=100,"
+            " channels=[64, 128, 256, 256, 512, 512, 512],"
             " hidden=256)), ('crnn_mobilenetv3', 6625, dict(scale=0.5, small_stride=[1, 2, 2, 2], hidden=48,"
             " input_width=320))):\n"
             "    m = build(arch, classes, p)\n"

@@ -119,7 +119,8 @@ def test_reference_crnn_parameter_count_in_torch(torch_python):
     code = ("from backends.pytorch.model import CRNN; "
             "m = CRNN(11, [64, 128, 256, 256, 512, 512, 512], 256, 100); "
             "print(sum(p.numel() for p in m.parameters()))")
-    out = subprocess.run([str(torch_python), "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run([str(torch_python), "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         check=True)
     assert int(out.stdout) == CrnnParams().param_count(11) == 8_317_963
 
 
@@ -163,7 +164,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, torch_python
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["train"]["epochs"] == 40
     assert [p["epoch"] for p in metrics["train"]["curve"]] == list(range(1, 41))
-    events = [json.loads(l) for l in (run_dir / "events.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     resumed = [e for e in events if e["event"] == "resumed"]
     assert resumed and resumed[0]["epoch"] == done_before
 

@@ -1,4 +1,5 @@
-"""End to end with the real TensorFlow backend on the tiny smoke set (needs `ocrbench env install tensorflow`)."""
+"""End to end with the real TensorFlow backend on the tiny smoke set
+(needs `ocrbench env install tensorflow`)."""
 
 import json
 
@@ -35,7 +36,8 @@ def test_shadownet_smoke_run(shadownet_run):
     assert metrics["model"]["params"] == ShadowNetParams(**metrics["model"]["arch_params"]).param_count(11)
     exports = check_exports(shadownet_run, metrics, {"savedmodel", "tflite", "onnx"}, blank=BLANK_LAST)
     assert all(x["ok"] for x in exports.values()), exports
-    for fmt in ("savedmodel", "tflite"):   # reloaded by TensorFlow / its TFLite interpreter, on the eval split
+    # reloaded by TensorFlow / its TFLite interpreter, on the eval split
+    for fmt in ("savedmodel", "tflite"):
         check_reloaded_parity(shadownet_run, exports[fmt])
     assert check_onnx_parity(shadownet_run, exports["onnx"])["preprocess_max_diff"] == 0.0
     names = {p.name for p in (shadownet_run / "checkpoints").iterdir()}
@@ -50,7 +52,8 @@ def test_native_data_is_upstream_tfrecords(shadownet_run, tf_python):
             "record = next(iter(tf.data.TFRecordDataset(files[:1])))\n"
             "ex = tf.train.Example.FromString(record.numpy()).features.feature\n"
             "print(json.dumps({'files': [f.rsplit('/', 1)[1] for f in files],"
-            " 'labels': list(ex['labels'].int64_list.value), 'path': ex['imagepaths'].bytes_list.value[0].decode(),"
+            " 'labels': list(ex['labels'].int64_list.value),"
+            " 'path': ex['imagepaths'].bytes_list.value[0].decode(),"
             " 'bytes': len(ex['images'].bytes_list.value[0])}))")
     got = json.loads(in_env(tf_python, code, native))
     first_id, first_text = (ROOT / job["dataset"]["dir"] / "eval.txt").read_text().splitlines()[0].split("\t")
@@ -88,8 +91,10 @@ def test_shared_crnn_and_resume(tmp_path, tf_python):
 def test_reference_sizes_match_the_formulas(tf_python):
     code = ("from backends.tensorflow.model import build\n"
             "import numpy as np\n"
-            "for arch, classes, p in (('crnn', 11, dict(input_width=100, channels=[64, 128, 256, 256, 512, 512, 512],"
-            " hidden=256)), ('shadownet', 37, dict(input_width=100, channels=[64, 128, 256, 256, 512, 512, 512],"
+            "for arch, classes, p in (('crnn', 11, dict(input_width=100,"
+            " channels=[64, 128, 256, 256, 512, 512, 512],"
+            " hidden=256)), ('shadownet', 37, dict(input_width=100,"
+            " channels=[64, 128, 256, 256, 512, 512, 512],"
             " hidden=256, dropout=0.5))):\n"
             "    m = build(arch, classes, p)\n"
             "    print(sum(int(np.prod(v.shape)) for v in m.trainable_variables), m.output_shape[1])")

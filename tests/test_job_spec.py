@@ -47,7 +47,8 @@ def test_every_launch_becomes_a_typed_job_and_round_trips(backend, where):
     data = json.loads(text)
     assert data["schema"] == JOB_SCHEMA and list(data)[0] == "schema"
     assert Job.from_json(data) == job
-    assert job.dataset.max_label_len == 4 and job.dataset.native_dir == Path(f"/data/captcha-1/native/{backend}")
+    assert (job.dataset.max_label_len == 4
+            and job.dataset.native_dir == Path(f"/data/captcha-1/native/{backend}"))
     assert job.train["batch_size"] == job.distributed.per_device_batch == 32
     assert job.train["optimizer"]["lr"] == job.distributed.lr == 0.001 * job.world_size
     assert job.train["drop_last"] is True and job.train["optimizer"]["eps"] == 1e-8
@@ -66,14 +67,16 @@ def test_one_device_defaults_are_the_dataclass_defaults():
 
 def test_rank_comes_from_the_launchers_variable(monkeypatch):
     job = core_job("pytorch", TOPOLOGIES["2 gpus"])
-    assert (job.distributed.rank_env, job.distributed.local_rank_env, job.processes) == ("RANK", "LOCAL_RANK", 2)
+    assert (job.distributed.rank_env, job.distributed.local_rank_env,
+            job.processes) == ("RANK", "LOCAL_RANK", 2)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert job.rank == 1 and job.local_rank == 1
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d.update(schema="ocrbench.job/1"), "unsupported job spec 'ocrbench.job/1'; this ocrbench reads"),
+    (lambda d: d.update(schema="ocrbench.job/1"),
+     "unsupported job spec 'ocrbench.job/1'; this ocrbench reads"),
     (lambda d: d.pop("schema"), "unsupported job spec None"),
     (lambda d: d.update(extra=1), "unknown key(s) extra"),
     (lambda d: d["distributed"].update(rank=0), "distributed: unknown key(s) rank"),
@@ -97,7 +100,8 @@ def test_reading_is_strict_and_names_the_key(change, message):
 def test_the_worker_stops_on_a_job_it_cannot_read(tmp_path):
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps({"schema": "ocrbench.job/1", "run_dir": str(tmp_path)}))
-    with pytest.raises(SystemExit, match=r"ocrbench worker: .*job.json: unsupported job spec 'ocrbench.job/1'"):
+    with pytest.raises(SystemExit,
+                       match=r"ocrbench worker: .*job.json: unsupported job spec 'ocrbench.job/1'"):
         serve(lambda job: None, [str(job_file)])
     job_file.write_text("{not json")
     with pytest.raises(SystemExit, match="cannot read the job spec"):

@@ -16,6 +16,8 @@ def test_two_nodes_start_ps_lite_roles():
     out, nodes = two_nodes("mxnet")
     for rank, argvs in nodes.items():
         roles = [next(w for w in argv if w.startswith("DMLC_ROLE=")) for argv in argvs]
-        assert roles == (["DMLC_ROLE=scheduler"] if rank == 0 else []) + ["DMLC_ROLE=server", "DMLC_ROLE=worker"]
-        assert "DMLC_PS_ROOT_URI=10.1.2.3 DMLC_PS_ROOT_PORT=23456 DMLC_NUM_SERVER=2 DMLC_NUM_WORKER=2" in flat(argvs)
+        assert roles == ((["DMLC_ROLE=scheduler"] if rank == 0 else [])
+                         + ["DMLC_ROLE=server", "DMLC_ROLE=worker"])
+        assert ("DMLC_PS_ROOT_URI=10.1.2.3 DMLC_PS_ROOT_PORT=23456 "
+                "DMLC_NUM_SERVER=2 DMLC_NUM_WORKER=2") in flat(argvs)
         assert "kvstore dist_device_sync" in out

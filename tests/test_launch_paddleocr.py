@@ -14,7 +14,8 @@ def test_two_gpus_run_paddle_launch_on_both_devices():
 def test_two_nodes_give_paddle_launch_the_master():
     _out, nodes = two_nodes("paddleocr")
     for rank, argvs in nodes.items():
-        assert f"--nnodes 2 --master 10.1.2.3:23456 --rank {rank}" in flat(argvs) and "--devices 0,1" in flat(argvs)
+        assert (f"--nnodes 2 --master 10.1.2.3:23456 --rank {rank}" in flat(argvs)
+                and "--devices 0,1" in flat(argvs))
 
 
 def test_cpu_paddle_launch_drops_cuda_visible_devices():

@@ -19,7 +19,8 @@ def test_two_nodes_give_torchrun_the_rendezvous():
 
 
 def test_print_command_one_node_of_several():
-    out = print_command("pytorch", "--nproc", "2", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.9")
+    out = print_command("pytorch", "--nproc", "2", "--nnodes", "2", "--node-rank", "1",
+                        "--master-addr", "10.0.0.9")
     assert "# node 1 of 2" in out and "# node 0" not in out
     [argv] = commands(out)
     assert "CUDA_VISIBLE_DEVICES=" in argv and "--nproc-per-node=2" in argv and "--node-rank=1" in argv

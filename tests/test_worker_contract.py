@@ -155,7 +155,8 @@ def dataset(tmp_path) -> Path:
     rng = np.random.default_rng(0)
     for split, n in (("train", TRAIN), ("eval", EVAL)):
         texts = ["".join(rng.choice(list(CHARSET), size=3 + i % 2)) for i in range(n)]
-        (root / f"{split}.txt").write_text("".join(f"images/{split}/{i:08d}.png\t{t}\n" for i, t in enumerate(texts)))
+        (root / f"{split}.txt").write_text("".join(f"images/{split}/{i:08d}.png\t{t}\n"
+                                                   for i, t in enumerate(texts)))
     return root
 
 
@@ -225,12 +226,14 @@ def test_run_job_trains_evaluates_checkpoints_and_exports(dataset, tmp_path):
     assert len(train_end["weights_sha256"]) == 1 and train_end["samples"] == 16
 
     predictions = read_predictions(job.run_dir / "predictions" / "eval.tsv")
-    assert list(predictions) == [line.split("\t")[0] for line in (dataset / "eval.txt").read_text().splitlines()]
+    assert list(predictions) == [line.split("\t")[0]
+                                 for line in (dataset / "eval.txt").read_text().splitlines()]
     exports = {e["format"]: e for e in events if e["event"] == "export"}
     assert exports["npy"]["ok"] and exports["npy"]["predictions"] == "exports/npy/eval.tsv"
     assert not exports["broken"]["ok"] and "unknown export format" in exports["broken"]["error"]
     meta = json.loads((job.run_dir / "exports" / "npy" / "ocrbench-export.json").read_text())
-    assert meta["blank"] == 0 and meta["layout"] == "TBC" and meta["charset"] == CHARSET   # the default output_spec
+    # the default output_spec
+    assert meta["blank"] == 0 and meta["layout"] == "TBC" and meta["charset"] == CHARSET
     with np.load(job.run_dir / "exports" / "npy" / "reference.npz", allow_pickle=False) as reference:
         assert reference["inputs"].shape == (6, 1, 32, 64)
 
@@ -294,10 +297,13 @@ def test_the_base_class_declares_the_contract(dataset, tmp_path):
         Incomplete(make_job(dataset, tmp_path / "run", resolved()))
     trainer = NumpyTrainer(make_job(dataset, tmp_path / "run", resolved()))
     assert trainer.epoch_seed(3) == 5 * 100_003 + 3 and trainer.seed == 5
-    assert trainer.epoch_steps(10, 4) == 2 and trainer.epoch_steps(3, 4) == 1 and trainer.epoch_steps(8, 4) == 2
+    assert (trainer.epoch_steps(10, 4) == 2 and trainer.epoch_steps(3, 4) == 1
+            and trainer.epoch_steps(8, 4) == 2)
     assert trainer.drop_last(10, 4) and not trainer.drop_last(3, 4)   # a split under one batch still trains
-    assert trainer.sample_ids("eval")[0] == "images/eval/00000000.png" and len(trainer.sample_ids("train")) == TRAIN
-    assert Trainer.predict_exported(trainer, "x", tmp_path) is None and Trainer.reference_batch(trainer, 2) is None
+    assert (trainer.sample_ids("eval")[0] == "images/eval/00000000.png"
+            and len(trainer.sample_ids("train")) == TRAIN)
+    assert (Trainer.predict_exported(trainer, "x", tmp_path) is None
+            and Trainer.reference_batch(trainer, 2) is None)
     assert Trainer.weight_arrays(trainer) is None and Trainer.output_spec(trainer)["blank"] == 0
     gpu = NumpyTrainer(dataclasses.replace(trainer.job, gpus=1))
     with pytest.raises(RuntimeError, match="--gpus asked for 1 GPU.*sees 0.*numpy backend has none"):
@@ -326,7 +332,8 @@ def test_compare_says_when_loss_reductions_differ(dataset, tmp_path):
     assert "numpy: mean, per sample" in note and "other: char_mean, per char" in note
     table = grid(differ)
     assert "loss" in table.headers
-    assert {row[table.headers.index("loss")] for row in table.cells} == {"mean, per sample", "char_mean, per char"}
+    assert ({row[table.headers.index("loss")] for row in table.cells}
+            == {"mean, per sample", "char_mean, per char"})
 
 
 def test_prediction_files_round_trip(tmp_path):

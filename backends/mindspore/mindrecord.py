@@ -64,7 +64,8 @@ def _gray_chw(image: np.ndarray) -> np.ndarray:
 
 
 def pipeline(native: Path, split: str, arch: str, height: int, width: int, batch_size: int,
-             shuffle: bool, workers: int, drop_remainder: bool, shard: tuple[int, int] = (1, 0)) -> ds.Dataset:
+             shuffle: bool, workers: int, drop_remainder: bool,
+             shard: tuple[int, int] = (1, 0)) -> ds.Dataset:
     """Batches of (images float32 NCHW, label int32 (B, max_len), length int32 (B,)); ``shard``:
     (number of shards, this rank's) for data-parallel training.
 

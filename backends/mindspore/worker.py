@@ -8,8 +8,9 @@ compiled graph; PyNative vs Graph measured in docs/backends.md). Loss: ``nn.CTCL
 log-softmax, per sample, **summed over the batch** (WarpCTC returns per-sample losses with sensitivity 1
 each, i.e. the gradient of the sum; ``loss_spec``: sum, logged per sample — the logged loss is the sum
 divided by the batch). The partial last batch of an epoch is dropped or kept as ``train.drop_last`` says
-(``batch(drop_remainder=...)``; a kept partial batch is a new shape, which GRAPH_MODE compiles once more). Labels are passed with their true lengths (WarpCTC passes its blank
-padding to the loss as labels; ocrbench does not — docs/backends.md).
+(``batch(drop_remainder=...)``; a kept partial batch is a new shape, which GRAPH_MODE compiles once more).
+Labels are passed with their true lengths (WarpCTC passes its blank padding to the loss as labels;
+ocrbench does not — docs/backends.md).
 
 Data parallel as WarpCTC's ``--run_distribute``: msrun starts one process per device (GPU, or CPU with
 ``--nproc``), each calls ``communication.init()`` (NCCL on GPUs, MindSpore's mccl on CPUs), sets
@@ -68,7 +69,8 @@ class TrainStep(nn.Cell):
         self.decay = decay
         self.grad = ops.GradOperation(get_by_list=True)
         self.parallel = ranks > 1   # gradients averaged over the ranks (all-reduce) before the update
-        self.reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=ranks) if self.parallel else None
+        self.reducer = (nn.DistributedGradReducer(self.weights, mean=True, degree=ranks) if self.parallel
+                        else None)
 
     def construct(self, images, labels, lengths):
         loss = self.net_with_loss(images, labels, lengths)
@@ -94,7 +96,8 @@ class MindSporeTrainer(Trainer):
         threads = self.threads()
         target = "GPU" if job.gpus >= 1 else "CPU"
         self.require_gpus(lambda: int(ms.hal.is_available("GPU")),
-                          hint="the registry's mindspore wheel is a CPU build: pass --python with a GPU build")
+                          hint="the registry's mindspore wheel is a CPU build: pass --python with a GPU "
+                               "build")
         ms.set_context(mode=ms.GRAPH_MODE)
         if job.gpus >= 1:
             ms.set_device(target, job.local_rank)   # msrun: one process per GPU
@@ -134,7 +137,8 @@ class MindSporeTrainer(Trainer):
         workers = max(1, self.job.train["loader_workers"] or 1)
         batch = self.job.train["batch_size"] if train else self.job.eval["batch_size"]
         return mindrecord.pipeline(self.native, split, self.arch, self.height, self.width, batch,
-                                   shuffle=train, workers=workers, drop_remainder=train and self._full_batches(),
+                                   shuffle=train, workers=workers,
+                                   drop_remainder=train and self._full_batches(),
                                    shard=self.shard if train else (1, 0))
 
     def _full_batches(self) -> bool:
@@ -172,22 +176,25 @@ class MindSporeTrainer(Trainer):
 
     def loss_spec(self) -> LossSpec:
         return LossSpec(reduction="sum", logged="per_sample",
-                        native="nn.CTCLoss(blank=last, reduction='none') on log-softmax, summed over the batch")
+                        native="nn.CTCLoss(blank=last, reduction='none') on log-softmax, summed over the "
+                               "batch")
 
     def input_spec(self) -> dict:
         size = {"decoder": "cv2", "height": self.height, "width": self.width, "interpolation": "cv2_linear"}
         if self.arch == "warpctc":
-            pixels = f"(x / 255 - mean) / std per BGR channel, mean {list(WARPCTC_MEAN)}, std {list(WARPCTC_STD)}"
+            pixels = (f"(x / 255 - mean) / std per BGR channel, mean {list(WARPCTC_MEAN)}, "
+                      f"std {list(WARPCTC_STD)}")
             color = "BGR"
             described = preprocess.describe(decode="bgr", mean=list(WARPCTC_MEAN), std=list(WARPCTC_STD),
                                             normalize_first=True, **size)   # WarpCTC resizes the float image
         else:
             pixels, color = "x / 127.5 - 1 for x in 0..255 (range [-1, 1])", "gray"
-            described = preprocess.describe(decode="rgb", mean=[0.5], std=[0.5], to_gray=preprocess.ITU_601_GRAY,
-                                            **size)
+            described = preprocess.describe(decode="rgb", mean=[0.5], std=[0.5],
+                                            to_gray=preprocess.ITU_601_GRAY, **size)
         return {"shape": [None, self.channels, self.height, self.width], "layout": "NCHW", "color": color,
                 "dtype": "float32", "pixels": pixels,
-                "resize": f"bilinear to {self.height}x{self.width}, aspect ratio not kept", "preprocess": described}
+                "resize": f"bilinear to {self.height}x{self.width}, aspect ratio not kept",
+                "preprocess": described}
 
     def output_spec(self) -> dict:
         return {"blank": self.classes - 1, "labels": "charset[k] is class k; the blank is the last class",
@@ -242,7 +249,8 @@ class MindSporeTrainer(Trainer):
         return [path]
 
     def load(self, directory: Path) -> None:
-        found = sorted((int(m["epoch"]), p) for p in directory.glob("*.ckpt") if (m := CHECKPOINT.fullmatch(p.name)))
+        found = sorted((int(m["epoch"]), p) for p in directory.glob("*.ckpt")
+                       if (m := CHECKPOINT.fullmatch(p.name)))
         if not found:
             raise RuntimeError(f"no <arch>-<epoch>-<step>.ckpt checkpoint in {directory}")
         missing, _ = ms.load_param_into_net(self.step_cell, ms.load_checkpoint(str(found[-1][1])))
@@ -297,7 +305,8 @@ def make_optimizer(params: list, spec: dict) -> nn.Optimizer:
     if spec["name"] == "sgd":
         return nn.Momentum(params, learning_rate=lr, momentum=spec["momentum"])
     if spec["name"] == "adam":
-        return nn.Adam(params, learning_rate=lr, beta1=spec["betas"][0], beta2=spec["betas"][1], eps=spec["eps"])
+        return nn.Adam(params, learning_rate=lr, beta1=spec["betas"][0], beta2=spec["betas"][1],
+                       eps=spec["eps"])
     if spec["name"] == "rmsprop":
         return nn.RMSProp(params, learning_rate=lr, momentum=spec["momentum"])
     if spec["name"] == "adadelta":

@@ -209,7 +209,8 @@ class MxnetTrainer(Trainer):
 
     def loss_spec(self) -> LossSpec:
         return LossSpec(reduction="mean", logged="per_sample",
-                        native="mx.nd.ctc_loss(blank_label='first') per sample, gluon.Trainer.update(global batch)")
+                        native="mx.nd.ctc_loss(blank_label='first') per sample, "
+                               "gluon.Trainer.update(global batch)")
 
     def input_spec(self) -> dict:
         height, width = self._input_size()
@@ -217,7 +218,8 @@ class MxnetTrainer(Trainer):
                 "pixels": self.pixels, "resize": f"bilinear to {height}x{width}, aspect ratio not kept",
                 # RecordIO images are decoded gray and resized by MXNet's OpenCV (flag=0, interp=1)
                 "preprocess": preprocess.describe(decode="gray", decoder="cv2", height=height, width=width,
-                                                  interpolation="cv2_linear", mean=[-self.shift / self.scale / 255],
+                                                  interpolation="cv2_linear",
+                                                  mean=[-self.shift / self.scale / 255],
                                                   std=[1 / (self.scale * 255)])}
 
     def _to_input(self, images, context=None) -> nd.NDArray:
@@ -327,7 +329,8 @@ def optimizer_args(spec: dict) -> tuple[str, dict]:
     if spec["name"] == "sgd":
         return "sgd", {**common, "momentum": spec["momentum"]}
     if spec["name"] == "adam":
-        return "adam", {**common, "beta1": spec["betas"][0], "beta2": spec["betas"][1], "epsilon": spec["eps"]}
+        return "adam", {**common, "beta1": spec["betas"][0], "beta2": spec["betas"][1],
+                        "epsilon": spec["eps"]}
     if spec["name"] == "rmsprop":
         return "rmsprop", {**common, "gamma2": spec["momentum"], "centered": False}
     if spec["name"] == "adadelta":

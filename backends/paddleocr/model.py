@@ -74,8 +74,8 @@ class MobileNetV3Small(nn.Sequential):
         for kernel, expand, out, se, act, stride_index in layout.SMALL_BLOCKS:
             stride = 1 if stride_index is None else (small_stride[stride_index], 1)
             cout = layout.make_divisible(out * scale)
-            layers.append(InvertedResidual(channels, layout.make_divisible(expand * scale), cout, kernel, stride,
-                                           se, act))
+            layers.append(InvertedResidual(channels, layout.make_divisible(expand * scale), cout, kernel,
+                                           stride, se, act))
             channels = cout
         self.out_channels = layout.make_divisible(layout.LAST_CHANNELS * scale)
         layers += [ConvBN(channels, self.out_channels, 1, act="hardswish"), nn.MaxPool2D(2, 2)]

@@ -60,7 +60,8 @@ def train_config(job: Job, native: Path) -> dict:
           "warmup_epoch": schedule["warmup_epochs"]}
     if schedule["name"] == "multistep":
         lr.update(decay_epochs=list(schedule["milestones"]),
-                  values=[spec["lr"] * schedule["gamma"] ** i for i in range(len(schedule["milestones"]) + 1)])
+                  values=[spec["lr"] * schedule["gamma"] ** i
+                          for i in range(len(schedule["milestones"]) + 1)])
     elif schedule["name"] == "poly":
         lr.update(end_lr=schedule["end_lr"], power=schedule["power"])
     optimizer = {"name": OPTIMIZERS[spec["name"]], "lr": lr}
@@ -113,7 +114,8 @@ def write_train_config(job: Job, native: Path, path: Path) -> Path | None:
     backbone equivalent, so no config is written for it (returns None)."""
     if job.model["arch"] != "crnn_mobilenetv3":
         return None
-    return atomic.write_text(path, yaml.safe_dump(train_config(job, native), sort_keys=False, allow_unicode=True))
+    return atomic.write_text(path, yaml.safe_dump(train_config(job, native), sort_keys=False,
+                                                  allow_unicode=True))
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -203,8 +205,8 @@ def inference_yml(job: Job, arch: str, params: dict) -> dict:
             "PostProcess": {"name": "CTCLabelDecode", "character_dict": list(job.charset.chars)}}
 
 
-def export_inference(model: paddle.nn.Layer, job: Job, arch: str, params: dict, directory: Path, channels: int,
-                     probe: np.ndarray, expected: np.ndarray) -> list[Path]:
+def export_inference(model: paddle.nn.Layer, job: Job, arch: str, params: dict, directory: Path,
+                     channels: int, probe: np.ndarray, expected: np.ndarray) -> list[Path]:
     """``inference.{json|pdmodel}`` + ``inference.pdiparams`` + ``inference.yml``, reloaded with
     paddle.jit.load and compared with the exported layer's output on ``probe``."""
     jit_save(model, directory / "inference", channels)

@@ -99,8 +99,10 @@ class PaddleTrainer(Trainer):
 
     def setup(self) -> dict:
         job = self.job
-        self.require_gpus(lambda: paddle.device.cuda.device_count() if paddle.device.is_compiled_with_cuda() else 0,
-                          hint="a CPU build? point the backend at an interpreter with paddlepaddle-gpu via --python")
+        self.require_gpus(lambda: (paddle.device.cuda.device_count() if paddle.device.is_compiled_with_cuda()
+                                   else 0),
+                          hint="a CPU build? point the backend at an interpreter with paddlepaddle-gpu via "
+                               "--python")
         if job.gpus >= 1:
             paddle.set_device(f"gpu:{job.local_rank}")
         else:
@@ -140,7 +142,8 @@ class PaddleTrainer(Trainer):
         self.trained = paddle.DataParallel(self.model) if self.parallel else self.model   # what trains
         self.sampler = None
         if self.parallel:   # this rank's batches of each epoch (train.drop_last, of this rank's share)
-            share = -(-len(self.samples["train"]) // job.processes)   # the sampler pads the shares to equal size
+            # the sampler pads the shares to equal size
+            share = -(-len(self.samples["train"]) // job.processes)
             self.sampler = paddle.io.DistributedBatchSampler(
                 self.samples["train"], job.train["batch_size"], shuffle=True,
                 drop_last=self.drop_last(share, job.train["batch_size"]))
@@ -169,14 +172,15 @@ class PaddleTrainer(Trainer):
                     "pixels": "(x / 255 - 0.5) / 0.5 (range [-1, 1])",
                     "resize": f"height 32 keeping the aspect ratio, width at most {self.width}, zero-padded "
                               f"on the right to {self.width} (PaddleOCR resize_norm_img)",
-                    "preprocess": preprocess.describe(decode="bgr", decoder="cv2", height=HEIGHT, width=self.width,
-                                                      keep_ratio=True, interpolation="cv2_linear", mean=[0.5],
-                                                      std=[0.5])}
+                    "preprocess": preprocess.describe(decode="bgr", decoder="cv2", height=HEIGHT,
+                                                      width=self.width, keep_ratio=True,
+                                                      interpolation="cv2_linear", mean=[0.5], std=[0.5])}
         return {"shape": [None, 1, HEIGHT, self.width], "layout": "NCHW", "color": "gray", "dtype": "float32",
                 "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
                 "resize": f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept",
-                "preprocess": preprocess.describe(decode="gray", decoder="pil", height=HEIGHT, width=self.width,
-                                                  interpolation="pil_bilinear", mean=[0.5], std=[0.5])}
+                "preprocess": preprocess.describe(decode="gray", decoder="pil", height=HEIGHT,
+                                                  width=self.width, interpolation="pil_bilinear", mean=[0.5],
+                                                  std=[0.5])}
 
     def _batches(self, split: str, order: list[int], batch_size: int, drop_last: bool):
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
@@ -246,8 +250,8 @@ class PaddleTrainer(Trainer):
         """PaddleOCR keeps ``best_accuracy`` by eval accuracy: ocrbench.protocol's sequence accuracy (the
         normalisation and exact-match rule of metrics.json's seq_acc), not a second implementation."""
         labels = {s.path: s.text for s in self.samples["eval"]}
-        acc = sequence_accuracy(paired_with_labels(predictions, labels), Protocol(**self.job.eval["protocol"]),
-                                self.job.charset.chars)
+        acc = sequence_accuracy(paired_with_labels(predictions, labels),
+                                Protocol(**self.job.eval["protocol"]), self.job.charset.chars)
         self.is_best = acc >= self.best["acc"]
         if self.is_best:
             self.best = {"acc": acc, "epoch": epoch}
@@ -256,7 +260,8 @@ class PaddleTrainer(Trainer):
     def save(self, directory: Path, epoch: int) -> list[Path]:
         """``latest.{pdparams,pdopt,states}`` every epoch, copied to ``best_accuracy.*`` when the epoch's
         eval accuracy is the best so far (PaddleOCR's tools/program.py convention)."""
-        states = {"epoch": epoch, "best_model_dict": {"acc": self.best["acc"], "best_epoch": self.best["epoch"]},
+        states = {"epoch": epoch,
+                  "best_model_dict": {"acc": self.best["acc"], "best_epoch": self.best["epoch"]},
                   "arch": self.arch}
         written = ppocr_formats.save_checkpoint(directory, "latest", self.model.state_dict(),
                                                 self.optimizer.state_dict(), states)
@@ -294,7 +299,8 @@ class PaddleTrainer(Trainer):
     def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
         self.model.eval()
         exported = InferenceOutput(self.model)
-        probe = np.random.default_rng(0).uniform(-1, 1, (2, self.channels, HEIGHT, self.width)).astype(np.float32)
+        probe = (np.random.default_rng(0).uniform(-1, 1, (2, self.channels, HEIGHT, self.width))
+                 .astype(np.float32))
         expected = exported(paddle.to_tensor(probe)).numpy()
         if fmt == "paddle":
             return ppocr_formats.export_inference(exported, self.job, self.arch, self.params, directory,
@@ -311,11 +317,12 @@ def export_onnx(trainer: PaddleTrainer, directory: Path, opset: int, probe: np.n
     import paddle2onnx
 
     staging = directory / ".inference"
-    model_file = ppocr_formats.jit_save(InferenceOutput(trainer.model), staging / "inference", trainer.channels)
+    model_file = ppocr_formats.jit_save(InferenceOutput(trainer.model), staging / "inference",
+                                        trainer.channels)
     path = directory / "model.onnx"
     try:
-        paddle2onnx.export(str(model_file), str(staging / "inference.pdiparams"), str(path), opset_version=opset,
-                           enable_onnx_checker=True)
+        paddle2onnx.export(str(model_file), str(staging / "inference.pdiparams"), str(path),
+                           opset_version=opset, enable_onnx_checker=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -337,7 +344,8 @@ def make_optimizer(model: paddle.nn.Layer, train: dict) -> paddle.optimizer.Opti
     common = {"learning_rate": spec["lr"], "parameters": model.parameters(), "weight_decay": decay,
               "grad_clip": clip}
     if spec["name"] == "adam":
-        return paddle.optimizer.Adam(beta1=spec["betas"][0], beta2=spec["betas"][1], epsilon=spec["eps"], **common)
+        return paddle.optimizer.Adam(beta1=spec["betas"][0], beta2=spec["betas"][1], epsilon=spec["eps"],
+                                     **common)
     if spec["name"] == "sgd":
         return paddle.optimizer.Momentum(momentum=spec["momentum"], **common)
     if spec["name"] == "rmsprop":

@@ -18,8 +18,8 @@ class Torchrun(Launcher):
 
     def plan(self, t: Topology, python: str, worker_args: list[str], run_dir: Path, base: dict) -> Launch:
         argv = [python, "-m", "torch.distributed.run", f"--nnodes={t.nnodes}",
-                f"--nproc-per-node={t.per_node}", f"--node-rank={t.node_rank}", f"--master-addr={t.master_addr}",
-                f"--master-port={t.port()}", *worker_args]
+                f"--nproc-per-node={t.per_node}", f"--node-rank={t.node_rank}",
+                f"--master-addr={t.master_addr}", f"--master-port={t.port()}", *worker_args]
         comm = "nccl" if t.gpus else "gloo"
         return Launch([Process("torchrun", argv)],
                       {**base, "launcher": "torchrun", "engine": f"DistributedDataParallel ({comm}) + "

@@ -134,7 +134,8 @@ class TorchTrainer(Trainer):
         if shuffle and dist.is_initialized():
             sampler = DistributedSampler(dataset, shuffle=True, seed=self.seed)
         share = len(sampler) if sampler is not None else len(dataset)   # the images this rank reads
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                          sampler=sampler,
                           num_workers=workers, drop_last=shuffle and self.drop_last(share, batch_size),
                           collate_fn=Collate(self.job.charset, self.max_label_len),
                           generator=generator, persistent_workers=workers > 0,
@@ -148,8 +149,8 @@ class TorchTrainer(Trainer):
         self.model = CRNN(classes, **self.params).to(self.device)
         self.trained = self.model   # what train_epoch calls: the DDP wrapper in a data-parallel run
         if dist.is_initialized():
-            self.trained = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
-                                                   else None)
+            self.trained = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.optimizer = make_optimizer(self.model, job.train["optimizer"])
         self.criterion = nn.CTCLoss(blank=0, zero_infinity=True)
         self.train_loader = self._loader("train", job.train["batch_size"], shuffle=True)
@@ -169,8 +170,8 @@ class TorchTrainer(Trainer):
                 "dtype": "float32", "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
                 "resize": f"bilinear to {HEIGHT}x{self.params['input_width']}, aspect ratio not kept",
                 "preprocess": preprocess.describe(decode="gray", decoder="pil", height=HEIGHT,
-                                                  width=self.params["input_width"], interpolation="pil_bilinear",
-                                                  mean=[0.5], std=[0.5])}
+                                                  width=self.params["input_width"],
+                                                  interpolation="pil_bilinear", mean=[0.5], std=[0.5])}
 
     def train_epoch(self, ctx: EpochContext) -> float:
         self.model.train()
@@ -209,13 +210,15 @@ class TorchTrainer(Trainer):
         """The eval split through the reloaded TorchScript export (ONNX is run by the core)."""
         if fmt != "torchscript":
             return None
-        return self._predict_with(torch.jit.load(str(directory / "model.ts")).eval(), "eval", torch.device("cpu"))
+        return self._predict_with(torch.jit.load(str(directory / "model.ts")).eval(), "eval",
+                                  torch.device("cpu"))
 
     @torch.no_grad()
     def _predict_with(self, model, split: str, device: torch.device):
         ids = self.sample_ids(split)
         offset = 0
-        loader = self.eval_loader if split == "eval" else self._loader(split, self.job.eval["batch_size"], False)
+        loader = (self.eval_loader if split == "eval"
+                  else self._loader(split, self.job.eval["batch_size"], False))
         for images, _, _ in loader:
             logits = model(to_input(images, device))
             paths = logits.argmax(2).transpose(0, 1).cpu().numpy()  # (B, T), batch-major
@@ -260,7 +263,8 @@ class TorchTrainer(Trainer):
         if fmt == "onnx":
             path = directory / "model.onnx"
             batch = torch.export.Dim("batch", min=1, max=4096)
-            torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset, external_data=False,
+            torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset,
+                              external_data=False,
                               input_names=["image"], output_names=["logits"],
                               dynamic_shapes=({0: batch},), verbose=False)
             return sorted(p for p in directory.iterdir() if p.name.startswith("model.onnx"))
@@ -271,7 +275,8 @@ def make_optimizer(model: nn.Module, spec: dict) -> torch.optim.Optimizer:
     """The recipe's optimizer; the lr is overwritten each step from the shared schedule."""
     params, lr, decay = model.parameters(), spec["lr"], spec["weight_decay"]
     if spec["name"] == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(spec["betas"]), eps=spec["eps"], weight_decay=decay)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(spec["betas"]), eps=spec["eps"],
+                                weight_decay=decay)
     if spec["name"] == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=spec["momentum"], weight_decay=decay)
     if spec["name"] == "rmsprop":

@@ -31,7 +31,8 @@ def shadownet(classes: int, input_width: int, channels: list[int], hidden: int, 
     x = images
     for index, (out, kernel, bias) in enumerate(zip(channels, shadow.KERNELS, shadow.CONV_BIAS)):
         strides = (2, 1) if index == 6 else (1, 1)
-        x = layers.Conv2D(out, kernel, strides=strides, padding="same", use_bias=bias, name=f"conv{index + 1}")(x)
+        x = layers.Conv2D(out, kernel, strides=strides, padding="same", use_bias=bias,
+                          name=f"conv{index + 1}")(x)
         x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-3, name=f"bn{index + 1}")(x)
         x = layers.ReLU()(x)
         if index in shadow.POOL_2X2_AFTER:
@@ -61,7 +62,8 @@ class TwoBiasLSTMCell(layers.Layer):
 
     def build(self, input_shape):
         four = 4 * self.units
-        self.kernel = self.add_weight(shape=(input_shape[-1], four), initializer="glorot_uniform", name="kernel")
+        self.kernel = self.add_weight(shape=(input_shape[-1], four), initializer="glorot_uniform",
+                                      name="kernel")
         self.recurrent_kernel = self.add_weight(shape=(self.units, four), initializer="orthogonal",
                                                 name="recurrent_kernel")
         self.input_bias = self.add_weight(shape=(four,), initializer="zeros", name="input_bias")

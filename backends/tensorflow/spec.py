@@ -18,9 +18,11 @@ class ShadowNetParams(Section):
     input_width: InputWidth = 100
     channels: ConvChannels = Field(default_factory=lambda: list(REFERENCE_CHANNELS))
     hidden: int = Field(256, ge=1, le=4096, description="LSTM units per direction, both layers")
-    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout rate after the BiLSTM (upstream keep 0.5)")
-    bn_momentum: float = Field(0.999, gt=0.0, lt=1.0, description="BatchNorm moving-average momentum (upstream "
-                               "0.999, made for 80k-step runs; a run of a few thousand steps needs ~0.99)")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0,
+                           description="dropout rate after the BiLSTM (upstream keep 0.5)")
+    bn_momentum: float = Field(0.999, gt=0.0, lt=1.0,
+                               description="BatchNorm moving-average momentum (upstream 0.999, made for "
+                                           "80k-step runs; a run of a few thousand steps needs ~0.99)")
 
     def param_count(self, classes: int) -> int:
         """Trainable parameters: convs (bias on conv1/conv2 only), BatchNorm gamma+beta after each conv,

@@ -75,7 +75,8 @@ def write_native(dataset_dir: Path, charset: str, target: Path, width: int) -> N
     (tmp / "tfrecords").mkdir(parents=True)
     (tmp / "char_dict").mkdir()
     ords = ord_map(charset)
-    (tmp / "char_dict" / "char_dict.json").write_text(json.dumps(char_dict(charset), indent=2, ensure_ascii=False))
+    (tmp / "char_dict" / "char_dict.json").write_text(json.dumps(char_dict(charset), indent=2,
+                                                                 ensure_ascii=False))
     (tmp / "char_dict" / "ord_map.json").write_text(json.dumps(ords, indent=2, ensure_ascii=False))
     for split, flag in FLAGS.items():
         samples = read_label_file(dataset_dir / f"{split}.txt")
@@ -83,7 +84,8 @@ def write_native(dataset_dir: Path, charset: str, target: Path, width: int) -> N
             with tf.io.TFRecordWriter(str(tmp / "tfrecords" / f"{flag}_{shard}.tfrecords")) as writer:
                 for i in chunk:
                     s = samples[i]
-                    writer.write(_example(load_bgr(dataset_dir / s.path, width), encode_label(s.text, ords), s.path))
+                    writer.write(_example(load_bgr(dataset_dir / s.path, width), encode_label(s.text, ords),
+                                          s.path))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
 

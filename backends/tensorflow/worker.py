@@ -6,8 +6,8 @@ convention, also in the exports' metadata); best paths are converted to ocrbench
 ``predict`` (``ocrbench.codec.from_blank_last``). Images are NHWC; ShadowNet reads BGR, the shared crnn
 reads gray, both scaled to [-1, 1]. Loss: ``tf.nn.ctc_loss`` on sparse labels (the native CTC kernel,
 blank last), averaged over the batch as upstream (``loss_spec``: mean, logged per sample). The partial last
-batch of an epoch is dropped or kept as ``train.drop_last`` says (``padded_batch(drop_remainder=...)``). The training step is a ``tf.function`` without XLA (measured
-slower on CPU; see docs/backends.md).
+batch of an epoch is dropped or kept as ``train.drop_last`` says (``padded_batch(drop_remainder=...)``).
+The training step is a ``tf.function`` without XLA (measured slower on CPU; see docs/backends.md).
 
 Data parallel with tf.distribute: on one machine a ``MirroredStrategy`` over the GPUs, or over N logical
 CPU devices (``--nproc N``: the CPU is split with ``set_logical_device_configuration``, gradients summed
@@ -50,8 +50,8 @@ class TensorFlowTrainer(Trainer):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
         gpus = tf.config.list_physical_devices("GPU")
-        self.require_gpus(lambda: len(gpus), hint="the registry's tensorflow-cpu has no CUDA: point the backend "
-                          "at an interpreter with a CUDA build via --python")
+        self.require_gpus(lambda: len(gpus), hint="the registry's tensorflow-cpu has no CUDA: point the "
+                          "backend at an interpreter with a CUDA build via --python")
         self.device = "/GPU:0" if job.gpus >= 1 else "/CPU:0"
         if job.gpus == 0 and gpus:
             tf.config.set_visible_devices([], "GPU")
@@ -161,8 +161,8 @@ class TensorFlowTrainer(Trainer):
             self.optimizer.apply_gradients(zip(grads, variables))
             return loss
 
-        signature = [tf.TensorSpec([None, HEIGHT, self.width, 3], tf.uint8), tf.TensorSpec([None, None], tf.int32),
-                     tf.TensorSpec([None], tf.int32)]
+        signature = [tf.TensorSpec([None, HEIGHT, self.width, 3], tf.uint8),
+                     tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
         if strategy is None:
             return tf.function(replica_step, input_signature=signature)
 
@@ -194,7 +194,8 @@ class TensorFlowTrainer(Trainer):
                                         layout="NHWC", to_gray=preprocess.TF_GRAY if gray else None)
         return {"shape": [None, HEIGHT, self.width, input_channels(self.arch)], "layout": "NHWC",
                 "color": color, "dtype": "float32", "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
-                "resize": f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept", "preprocess": described}
+                "resize": f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept",
+                "preprocess": described}
 
     def output_spec(self) -> dict:
         return {"blank": self.classes - 1, "labels": "charset[k] is class k; the blank is the last class",
@@ -207,7 +208,8 @@ class TensorFlowTrainer(Trainer):
             data = self.strategy.experimental_distribute_dataset(data.map(lambda *x: x[:3]).with_options(
                 shard_by_data()))
         share = self.job.processes
-        left = self.sizes["train"]   # under a strategy: the images still to come this epoch, over every worker
+        # under a strategy: the images still to come this epoch, over every worker
+        left = self.sizes["train"]
         total, batches = 0.0, 0
         with tf.device(self.device):
             for images, labels, lengths, *_ in data:
@@ -313,7 +315,8 @@ def make_optimizer(spec: dict) -> keras.optimizers.Optimizer:
     if spec["name"] == "sgd":
         return keras.optimizers.SGD(lr, momentum=spec["momentum"])
     if spec["name"] == "adam":
-        return keras.optimizers.Adam(lr, beta_1=spec["betas"][0], beta_2=spec["betas"][1], epsilon=spec["eps"])
+        return keras.optimizers.Adam(lr, beta_1=spec["betas"][0], beta_2=spec["betas"][1],
+                                     epsilon=spec["eps"])
     if spec["name"] == "rmsprop":
         return keras.optimizers.RMSprop(lr, momentum=spec["momentum"])
     if spec["name"] == "adadelta":
@@ -377,7 +380,8 @@ def export_onnx(trainer: TensorFlowTrainer, path: Path, opset: int, probe: np.nd
     tf2onnx.convert.from_function(trainer._logits, input_signature=[trainer._spec()], opset=opset,
                                   output_path=str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    compare_logits("ONNX (onnxruntime)", expected, session.run(None, {session.get_inputs()[0].name: probe})[0])
+    compare_logits("ONNX (onnxruntime)", expected,
+                   session.run(None, {session.get_inputs()[0].name: probe})[0])
     return [path]
 
 

@@ -36,5 +36,5 @@ from ocrbench.worker.trainer import (
 
 __all__ = ["DEFAULT_OUTPUT_SPEC", "JOB_SCHEMA", "LOSS_REDUCTIONS", "LOSS_UNITS", "REFERENCE_BATCH",
            "SHUFFLE_SEED_STRIDE", "Dataset", "Distributed", "EpochContext", "Events", "Job", "JobSpecError",
-           "LossSpec", "Trainer", "check_parent", "compare_logits", "peak_rss_mb", "report_weights", "run_job",
-           "serve", "weights_digest"]
+           "LossSpec", "Trainer", "check_parent", "compare_logits", "peak_rss_mb", "report_weights",
+           "run_job", "serve", "weights_digest"]

@@ -82,7 +82,8 @@ def run_job(trainer: Trainer, events: Events) -> None:
     steps = trainer.steps_per_epoch()
     schedule = Schedule.from_job(train, steps)
     events.emit("train_begin", epochs=train["epochs"], start_epoch=state["epoch"] + 1, steps_per_epoch=steps,
-                batch_size=train["batch_size"], drop_last=train["drop_last"], loss=trainer.loss_spec().to_json())
+                batch_size=train["batch_size"], drop_last=train["drop_last"],
+                loss=trainer.loss_spec().to_json())
     clock = time.perf_counter() - state["wall_s"]  # wall time continues across a resume
     last_eval_file = None
     for epoch in range(state["epoch"] + 1, train["epochs"] + 1):
@@ -228,7 +229,8 @@ def serve(trainer_class: Callable[[Job], Trainer], argv: list[str] | None = None
     try:
         run_job(trainer_class(job), events)
     except KeyboardInterrupt:
-        events.emit("error", type="Interrupted", message="the worker was interrupted", peak_rss_mb=peak_rss_mb())
+        events.emit("error", type="Interrupted", message="the worker was interrupted",
+                    peak_rss_mb=peak_rss_mb())
         raise SystemExit(130)
     except Exception as exc:
         traceback.print_exc()

@@ -42,7 +42,8 @@ class LossSpec:
 
     def __post_init__(self):
         if self.reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"LossSpec.reduction {self.reduction!r}: use one of {', '.join(LOSS_REDUCTIONS)}")
+            raise ValueError(f"LossSpec.reduction {self.reduction!r}: "
+                             f"use one of {', '.join(LOSS_REDUCTIONS)}")
         if self.logged not in LOSS_UNITS:
             raise ValueError(f"LossSpec.logged {self.logged!r}: use one of {', '.join(LOSS_UNITS)}")
 
@@ -227,7 +228,8 @@ class Trainer(abc.ABC):
             return
         seen = visible()
         if seen < needed:
-            raise RuntimeError(f"--gpus asked for {needed} GPU(s) but this {self.framework} build sees {seen} "
+            raise RuntimeError(f"--gpus asked for {needed} GPU(s) but this {self.framework} build sees "
+                               f"{seen} "
                                f"({self.framework} {self.version()}{'; ' + hint if hint else ''})")
 
 
@@ -239,4 +241,5 @@ def compare_logits(what: str, expected: np.ndarray, got: np.ndarray, atol: float
         raise RuntimeError(f"{what} export gives logits of shape {got.shape}, the framework {expected.shape}")
     diff = float(np.abs(got - expected).max()) if got.size else 0.0
     if not diff <= atol:
-        raise RuntimeError(f"{what} export disagrees with the framework: max |logit diff| {diff:.3g} > {atol}")
+        raise RuntimeError(f"{what} export disagrees with the framework: "
+                           f"max |logit diff| {diff:.3g} > {atol}")
