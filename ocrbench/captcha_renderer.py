@@ -80,21 +80,21 @@ def render_captcha(config: dict, split: str, index: int) -> tuple[bytes, str]:
                            tuple(config["font_sizes"]))
     with seeded_captcha(rng):
         image = (generator.generate_image(text) if config.get("noise", True)
-                 else clean_captcha(generator, text, rng))
+                 else clean_captcha(generator.truefonts, config["width"], config["height"], text, rng))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=6)
     return buffer.getvalue(), text
 
 
-def clean_captcha(generator, text: str, rng):
-    """``text`` drawn upright in one of the generator's fonts and sizes — dark ink (gray 0-80) on a light
+def clean_captcha(fonts: list, width: int, height: int, text: str, rng: random.Random):
+    """``text`` drawn upright on a ``width`` x ``height`` pixel canvas in one of ``fonts`` (the captcha
+    generator's loaded fonts, every file at every size) — dark ink (gray 0-80) on a light
     background (gray 215-255), placed at a random offset that keeps it inside the image — with none of the
     captcha package's rotation, warping, inserted spaces, overlap, noise or smoothing: a task a small
     model learns in seconds (the smoke recipes). A pure function of ``rng``'s state."""
     from PIL import Image, ImageDraw
 
-    font = rng.choice(generator.truefonts)
-    width, height = generator._width, generator._height
+    font = rng.choice(fonts)
     image = Image.new("RGB", (width, height), (rng.randint(215, 255),) * 3)
     draw = ImageDraw.Draw(image)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
