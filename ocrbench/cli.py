@@ -71,11 +71,19 @@ def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
             set_: List[str] = typer.Option([], "--set", help=SET_HELP)):
     """Prepare (or find) the recipe's canonical dataset and print its directory and fingerprint."""
     from ocrbench import datasets
+    from ocrbench.plan import plan
     from ocrbench.recipe import load_recipe
 
     loaded, path = load_recipe(recipe, set_)
+    p = plan(loaded, path)
     console = _console(stderr=True)
     prepared = datasets.prepare(loaded.resolved()["data"], path.parent, log=console.print)
+    ctc = p.check_ctc(prepared.root)
+    console.print(f"dataset: every label fits T = {ctc.steps} CTC steps "
+                  f"({p.spec.name}, {p.recipe.model.arch})"
+                  if not (ctc.skipped or ctc.eval_infeasible) else
+                  f"dataset: {ctc.skipped} training label(s) over T = {ctc.steps} left out "
+                  f"({ctc.train}), {ctc.eval_infeasible} evaluation label(s) cannot be emitted")
     typer.echo(f"{prepared.root}\t{prepared.fingerprint}")
 
 

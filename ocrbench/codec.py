@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -54,17 +53,6 @@ class Charset:
     def to_lines(self) -> str:
         """The PaddleOCR dict convention: one character per line, in class order (line k is class k+1)."""
         return "".join(c + "\n" for c in self.chars)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "Charset":
-        """Read a one-character-per-line dict file (as written by :meth:`to_lines`)."""
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        bad = [i + 1 for i, line in enumerate(lines) if len(line) != 1]
-        if bad:
-            raise ValueError(f"{path}: line(s) {bad[:5]} do not hold exactly one character")
-        return cls("".join(lines))
 
 
 def ctc_collapse(path: Sequence[int] | np.ndarray, blank: int = BLANK) -> list[int]:

@@ -38,6 +38,7 @@ from ocrbench.labels import (LabelFileError, Sample, format_label_lines, is_safe
                              read_label_file)
 
 FORMAT = "ocrbench.dataset/1"
+SYNTHETIC = ("captcha", "textlines")
 SPLITS = ("train", "eval")
 CHUNK = 200  # captcha samples per task handed to a worker process
 
@@ -75,13 +76,23 @@ def open_prepared(root: Path) -> PreparedDataset:
     return PreparedDataset(root, json.loads(manifest.read_text()))
 
 
-# ------------------------------------------------------------------------------------------ captcha
-def _captcha_chunk(task: tuple[dict, str, int, int, str]) -> list[tuple[str, str, str]]:
+# -------------------------------------------------------------------------------- synthetic sources
+def _renderer(source: str) -> Callable[[dict, str, int], tuple[bytes, str]]:
+    """The pure ``(config, split, index) -> (png bytes, text)`` function of a synthetic source."""
+    if source == "captcha":
+        return render_captcha
+    from ocrbench.textlines import render_line
+
+    return render_line
+
+
+def _render_chunk(task: tuple[dict, str, int, int, str]) -> list[tuple[str, str, str]]:
     """Render samples [start, stop) of a split into ``out``; returns (relpath, sha256, text) rows."""
     config, split, start, stop, out = task
+    render = _renderer(config["source"])
     rows = []
     for index in range(start, stop):
-        png, text = render_captcha(config, split, index)
+        png, text = render(config, split, index)
         relpath = f"images/{split}/{index:08d}.png"
         (Path(out) / relpath).write_bytes(png)
         rows.append((relpath, hashlib.sha256(png).hexdigest(), text))
@@ -92,7 +103,8 @@ def _captcha_chunk(task: tuple[dict, str, int, int, str]) -> list[tuple[str, str
 def versions() -> dict[str, str]:
     """Versions of the libraries that shape the dataset's bytes."""
     found = {}
-    for dist in ("ocrbench", "captcha", "pillow", "lmdb"):
+    for dist in ("ocrbench", "captcha", "pillow", "lmdb", "numpy", "pylopdf-fonts-zh-cn", "matplotlib",
+                 "english-words"):
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -120,7 +132,7 @@ def prepare(data: dict, base_dir: Path, log: Callable[[str], None] = print) -> P
         (tmp / "images" / split).mkdir(parents=True)
     started = time.monotonic()
     try:
-        build = _build_captcha if data["source"] == "captcha" else _build_import
+        build = _build_synthetic if data["source"] in SYNTHETIC else _build_import
         rows, charset, skipped = build(data, config, tmp, log)
         manifest = _finish(tmp, config, key, rows, charset, skipped, time.monotonic() - started)
     except BaseException:
@@ -176,6 +188,8 @@ def _content_config(data: dict, base_dir: Path) -> dict:
         config["fonts"] = [str(_font(base_dir, f, f"data.fonts[{i}]", data["font_sizes"]))
                            for i, f in enumerate(data["fonts"])]
         return config
+    if data["source"] == "textlines":
+        return _textlines_config(config, base_dir)
     for field in ("train", "eval", "root", "charset_file"):
         if config.get(field):
             config[field] = str(_existing(base_dir, config[field], f"data.{field}"))
@@ -190,9 +204,59 @@ def _existing(base_dir: Path, value: str, key: str) -> Path:
     return path
 
 
+def _textlines_config(config: dict, base_dir: Path) -> dict:
+    """Resolve a textlines section: the charset's characters, font files (with their sha256, so a changed
+    font changes the dataset) checked to cover the charset, and the word file's path and sha256."""
+    from ocrbench import fonts
+
+    if config.get("charset_file"):
+        path = _existing(base_dir, config["charset_file"], "data.charset_file")
+        config["charset_file"] = str(path)
+        config["charset_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    config["charset_chars"] = _dictionary_charset(config, base_dir)
+    if config.get("words_file"):
+        path = _existing(base_dir, config["words_file"], "data.words_file")
+        config["words_file"] = str(path)
+        config["words_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    resolved, digests = [], []
+    for i, value in enumerate(config["fonts"]):
+        path = _font(base_dir, value, f"data.fonts[{i}]", config["font_sizes"])
+        missing = fonts.missing_glyphs(path, config["charset_chars"])
+        if missing:
+            raise OcrbenchError(f"data.fonts[{i}]: {value} ({path.name}) has no glyph for {len(missing)} of "
+                                f"the charset's characters (e.g. {missing[:10]!r})",
+                                hint="use a font that covers the charset: noto-sans-sc / noto-serif-sc for "
+                                     "Chinese, dejavu-sans for Latin")
+        resolved.append(str(path))
+        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    config["fonts"], config["font_sha256"] = resolved, digests
+    return config
+
+
+def _dictionary_charset(data: dict, base_dir: Path) -> str | None:
+    """``data.charset``, or the characters of ``data.charset_file`` (ocrbench.dictionaries), with the
+    space added under ``use_space_char``; None when neither is set (imports derive it from the labels)."""
+    from ocrbench import dictionaries
+
+    if data.get("charset"):
+        chars = data["charset"]
+        return chars + " " if data.get("use_space_char") and " " not in chars else chars
+    if not data.get("charset_file"):
+        return None
+    path = _existing(base_dir, data["charset_file"], "data.charset_file")
+    try:
+        return dictionaries.read(path, data.get("charset_encoding", "utf-8"),
+                                 data.get("use_space_char", False))
+    except dictionaries.DictionaryError as exc:
+        raise OcrbenchError(f"data.charset_file: {exc}") from None
+
+
 def _font(base_dir: Path, value: str, key: str, sizes: list[int]) -> Path:
-    """A font file that exists and that pillow can load at every size (points), checked before rendering."""
-    path = _existing(base_dir, value, key)
+    """A font (a built-in name, ``ocrbench.fonts``, or a file) that pillow can load at every size, checked
+    before rendering."""
+    from ocrbench import fonts
+
+    path = fonts.resolve(value, base_dir, key)
     problem = font_problem(str(path), sizes)
     if problem is not None:
         raise OcrbenchError(f"{key}: {path} cannot be loaded as a font ({problem})",
@@ -233,23 +297,25 @@ def _import_signature(config: dict) -> str:
     return digest.hexdigest()
 
 
-def _build_captcha(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+def _build_synthetic(data: dict, config: dict, out: Path, log) -> tuple[dict, str, dict]:
+    """Render both splits of a captcha or textlines source in chunks of CHUNK samples over ``workers``
+    processes; every sample's bytes depend only on the recipe, not on the process that drew it."""
     workers = data.get("workers") or os.cpu_count() or 1
     total = data["train_size"] + data["eval_size"]
-    log(f"dataset: rendering {total} captchas with {workers} process(es) ...")
+    log(f"dataset: rendering {total} {data['source']} images with {workers} process(es) ...")
     tasks = [(config, split, start, min(start + CHUNK, size), str(out))
              for split, size in (("train", data["train_size"]), ("eval", data["eval_size"]))
              for start in range(0, size, CHUNK)]
     rows: dict[str, list] = {s: [] for s in SPLITS}
     if workers == 1:
-        results = map(_captcha_chunk, tasks)
-        for task, chunk in zip(tasks, results):
-            rows[task[1]].extend(chunk)
+        for task in tasks:
+            rows[task[1]].extend(_render_chunk(task))
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for task, chunk in zip(tasks, pool.map(_captcha_chunk, tasks)):
+            for task, chunk in zip(tasks, pool.map(_render_chunk, tasks)):
                 rows[task[1]].extend(chunk)
-    return rows, data["charset"], {s: {} for s in SPLITS}
+    charset = config.get("charset_chars") or data["charset"]
+    return rows, charset, {s: {} for s in SPLITS}
 
 
 # ------------------------------------------------------------------------------------------- imports
@@ -309,18 +375,7 @@ def _image_extension(image: bytes) -> str | None:
 
 
 def _import_charset(data: dict, config: dict) -> str | None:
-    if data.get("charset") and data.get("charset_file"):
-        raise OcrbenchError("data: set either charset or charset_file, not both")
-    if data.get("charset"):
-        return data["charset"]
-    if config.get("charset_file"):
-        from ocrbench.codec import Charset
-
-        try:
-            return Charset.from_file(config["charset_file"]).chars
-        except ValueError as exc:
-            raise OcrbenchError(f"data.charset_file: {exc}") from None
-    return None
+    return _dictionary_charset(config, Path("/"))
 
 
 def _derived_charset(rows: dict[str, list], given: str | None) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ocrbench import distributed, hardware
+from ocrbench import ctc_feasibility, distributed, hardware
 from ocrbench.backend import BackendSpec, get_backend
 from ocrbench.errors import OcrbenchError
 from ocrbench.recipe import Recipe, validate_arch_params, validate_data
@@ -21,6 +21,18 @@ class Plan:
     spec: BackendSpec
     recipe_path: Path | None
     base_dir: Path
+
+    def time_steps(self) -> int:
+        """T, the model's CTC output steps per image (its architecture's ``time_steps``)."""
+        schema = self.spec.archs[self.recipe.model.arch]
+        return schema.model_validate(self.resolved["model"]["params"]).time_steps()
+
+    def check_ctc(self, dataset_dir: Path) -> ctc_feasibility.Feasibility:
+        """Check every label of the prepared dataset against T (``ocrbench.ctc_feasibility``)."""
+        arch, params = self.recipe.model.arch, self.resolved["model"]["params"]
+        width = f"input_width {params['input_width']}, " if "input_width" in params else ""
+        return ctc_feasibility.check(dataset_dir, self.time_steps(), self.recipe.data.on_bad_sample,
+                                     f"model.arch {arch}: {width}T = {self.time_steps()}")
 
 
 def plan(recipe: Recipe, recipe_path: Path | None) -> Plan:

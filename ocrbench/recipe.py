@@ -31,7 +31,18 @@ ConvChannels = Annotated[list[Annotated[int, Field(ge=1, le=4096)]],
                          Field(min_length=7, max_length=7,
                                description="output channels of the 7 convolutions")]
 REFERENCE_CHANNELS = [64, 128, 256, 256, 512, 512, 512]  # crnn's and ShadowNet's published widths
-class CrnnParams(Section):
+
+
+class ArchParams(Section):
+    """Base of every architecture's ``model.params`` model (shared and backend-native alike)."""
+
+    def time_steps(self) -> int:
+        """T, the number of CTC output steps for one image: a label needs ``len + adjacent repeats`` of
+        them (``ocrbench.ctc_feasibility``). Every architecture states its own."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how many CTC steps it outputs")
+
+
+class CrnnParams(ArchParams):
     """Parameters of the shared ``crnn`` architecture (docs/architectures.md).
 
     Defaults are the reference CRNN (crnn.pytorch / CRNN_Chinese_Characters_Rec): 8,317,963 parameters for
@@ -41,6 +52,11 @@ class CrnnParams(Section):
     input_width: InputWidth = 100
     channels: ConvChannels = Field(default_factory=lambda: list(REFERENCE_CHANNELS))
     hidden: int = Field(256, ge=1, le=4096, description="LSTM hidden units per direction")
+
+    def time_steps(self) -> int:
+        """``input_width / 4 + 1``: the conv stack's width strides total 4, and its last conv (kernel 2,
+        no padding) adds one column."""
+        return self.input_width // 4 + 1
 
     def param_count(self, classes: int) -> int:
         """Trainable parameters of this instance (the formula of docs/architectures.md).
@@ -76,7 +92,7 @@ def column_lstm_param_count(inputs: int, hidden: int, layers: int, classes: int)
     return total + hidden * classes + classes
 
 
-SHARED_ARCHS: dict[str, type[Section]] = {"crnn": CrnnParams}
+SHARED_ARCHS: dict[str, type[ArchParams]] = {"crnn": CrnnParams}
 
 
 class ModelSection(Section):
@@ -123,14 +139,93 @@ class CaptchaData(_DataCommon):
         return _check_unique(value)
 
 
-class _ImportedData(_DataCommon):
+class _DictionaryKeys(Section):
+    """Where the charset comes from: ``charset`` (the characters themselves) or ``charset_file`` (a
+    dictionary file, read by ``ocrbench.dictionaries``: one character per line, as PaddleOCR's
+    ``ppocr_keys_v1.txt``; a first line ``blank`` is CRNN_Chinese's ``char_std_5990.txt`` convention)."""
+
     charset: str | None = Field(None, description="characters; default: every character in the labels")
-    charset_file: str | None = Field(None, description="one character per line")
+    charset_file: str | None = Field(None, description="dictionary file, one character per line")
+    charset_encoding: str = Field("utf-8", min_length=1,
+                                  description="the dictionary file's encoding: utf-8, gbk "
+                                              "(char_std_5990.txt), "
+                                              "gb18030, ... or auto (UTF-8, then GB18030)")
+    use_space_char: bool = Field(False, description="add the space as the last class (PaddleOCR's "
+                                                    "use_space_char)")
 
     @field_validator("charset")
     @classmethod
     def _unique(cls, value: str | None) -> str | None:
         return None if value is None else _check_unique(value)
+
+    @model_validator(mode="after")
+    def _one_charset(self):
+        if self.charset and self.charset_file:
+            raise ValueError("set either charset or charset_file, not both")
+        return self
+
+
+class _ImportedData(_DataCommon, _DictionaryKeys):
+    pass
+
+
+class AugmentSection(Section):
+    """Light, seeded augmentation of synthetic text lines; each sample draws its own values uniformly
+    from these ranges (gray levels 0-255, pixels, degrees)."""
+
+    background: tuple[Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)]] = (170, 255)
+    ink: tuple[Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)]] = (0, 90)
+    noise: float = Field(6.0, ge=0, le=64,
+                         description="largest std of the Gaussian pixel noise (gray levels)")
+    blur: float = Field(0.3, ge=0, le=1, description="probability of a Gaussian blur")
+    blur_radius: float = Field(1.0, ge=0, le=8, description="largest blur radius (pixels)")
+    rotate: float = Field(2.0, ge=0, le=30, description="largest rotation either way (degrees)")
+    spacing: int = Field(2, ge=0, le=32, description="largest extra space between characters (pixels)")
+    margin: tuple[Annotated[int, Field(ge=0, le=256)], Annotated[int, Field(ge=0, le=256)]] = (2, 12)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "AugmentSection":
+        for name in ("background", "ink", "margin"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"{name}: the range [{low}, {high}] is reversed")
+        return self
+
+
+class TextLinesData(_DataCommon, _DictionaryKeys):
+    """Synthetic text lines drawn by ``ocrbench.textlines``, deterministic in ``seed``: characters drawn
+    from the charset (Chinese lines), or words from a word list (English words), in the given fonts."""
+
+    source: Literal["textlines"]
+    words_file: str | None = Field(None, description="word list, one word per line (UTF-8); words with "
+                                   "characters outside the charset or lengths outside the range are left out")
+    wordlist: Literal["english"] | None = Field(None, description="english: the english-words package's "
+                                                "web2 list (lower-case, letters only)")
+    min_len: int = Field(2, ge=1, le=256)
+    max_len: int = Field(10, ge=1, le=256)
+    height: int = Field(32, ge=16, le=512, description="image height in pixels; the width follows the text")
+    fonts: list[str] = Field(default_factory=lambda: ["noto-sans-sc"], min_length=1,
+                             description="built-in font names (docs/recipes.md) or font file paths")
+    font_sizes: list[Annotated[int, Field(ge=4, le=512)]] = Field([22, 24, 26], min_length=1,
+                                                                   description="pixels per em")
+    augment: AugmentSection | None = Field(default_factory=AugmentSection,
+                                           description="null: no augmentation (dark on light, upright)")
+    train_size: int = Field(10000, ge=1, le=10_000_000)
+    eval_size: int = Field(1000, ge=1, le=10_000_000)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TextLinesData":
+        if self.min_len > self.max_len:
+            raise ValueError(f"min_len ({self.min_len}) is larger than max_len ({self.max_len})")
+        if self.words_file and self.wordlist:
+            raise ValueError("set either words_file or wordlist, not both")
+        if not (self.charset or self.charset_file):
+            raise ValueError("a charset is needed: set charset or charset_file")
+        too_big = [s for s in self.font_sizes if s > self.height]
+        if too_big:
+            raise ValueError(f"font_sizes {too_big} are larger than the image height ({self.height} px)")
+        return self
 
 
 class LabelFileData(_ImportedData):
@@ -176,7 +271,7 @@ class CsvData(_ImportedData):
                           description="auto, or a Python codec name (gb2312, gbk, utf-8, ...)")
 
 
-DataSection = Annotated[Union[CaptchaData, LabelFileData, LmdbData, FilenamesData, CsvData],
+DataSection = Annotated[Union[CaptchaData, TextLinesData, LabelFileData, LmdbData, FilenamesData, CsvData],
                         Field(discriminator="source")]
 
 

@@ -27,7 +27,7 @@ from typing import Iterable
 import yaml
 
 import ocrbench
-from ocrbench import atomic, datasets, distributed, envs, export_parity, hardware, processes
+from ocrbench import atomic, ctc_feasibility, datasets, distributed, envs, export_parity, hardware, processes
 from ocrbench.backend import BackendSpec
 from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
@@ -55,7 +55,7 @@ def new_run_dir(out: Path, name: str, backend: str) -> Path:
 
 
 def job_spec(p: Plan, run_dir: Path, dataset: datasets.PreparedDataset, launch: distributed.Launch,
-             resume: bool) -> Job:
+             resume: bool, ctc: ctc_feasibility.Feasibility | None = None) -> Job:
     """The file contract between core and worker (``ocrbench.job``, docs/backends.md). ``train`` holds what
     one device uses: the per-device batch and the scaled learning rate (the recipe's values are in
     ``distributed``, made from the launch's ``job`` dict here)."""
@@ -73,7 +73,10 @@ def job_spec(p: Plan, run_dir: Path, dataset: datasets.PreparedDataset, launch: 
         dataset=JobDataset(dir=dataset.root, fingerprint=dataset.fingerprint, charset=dataset.charset,
                            online=r["data"] if r["data"].get("online") else None,
                            max_label_len=max(s["max_len"] for s in dataset.manifest["splits"].values()),
-                           native_dir=dataset.root / "native" / p.spec.name),
+                           train=ctc.train if ctc else "train.txt",
+                           # a filtered train split has its own native copy
+                           native_dir=dataset.root / "native" / (
+                               f"{p.spec.name}-ctc{ctc.steps}" if ctc and ctc.filtered else p.spec.name)),
         model=r["model"],
         train=train,
         eval=r["eval"],
@@ -106,6 +109,7 @@ class Runner:
         self.command = command
         self.console = console
         self.resume_dir = resume_dir
+        self.ctc: ctc_feasibility.Feasibility | None = None   # set once the dataset is prepared
 
     def launch(self, python: Path, run_dir: Path, job_name: str = "job.json") -> distributed.Launch:
         """This node's native launch of the worker, with the batch/lr arithmetic and the environment the
@@ -127,11 +131,16 @@ class Runner:
             raise OcrbenchError("--resume continues runs on one machine; a multi-machine run starts afresh")
         python, version = envs.resolve_python(spec, self.python_override)
         dataset = datasets.prepare(self.p.resolved["data"], self.p.base_dir, log=self.console.print)
+        self.ctc = self.p.check_ctc(dataset.root)
+        if self.ctc.skipped or self.ctc.eval_infeasible:
+            self.console.print(f"dataset: {self.ctc.skipped} training label(s) need more than T = "
+                               f"{self.ctc.steps} CTC steps and are left out; {self.ctc.eval_infeasible} "
+                               "evaluation label(s) cannot be emitted (scored as errors)")
         backend_dir = spec.name if t.node_rank == 0 else f"{spec.name}-node{t.node_rank}"
         run_dir = self.resume_dir or new_run_dir(self.out, self.p.recipe.name, backend_dir)
         created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         launch = self.launch(python, run_dir)
-        job = job_spec(self.p, run_dir, dataset, launch, resume=self.resume_dir is not None)
+        job = job_spec(self.p, run_dir, dataset, launch, resume=self.resume_dir is not None, ctc=self.ctc)
         if self.resume_dir is None:
             atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(self.p.resolved, sort_keys=False,
                                                                       allow_unicode=True))
@@ -181,7 +190,9 @@ class Runner:
                        recipe_hash=self.p.recipe.content_hash(),
                        recipe_path=str(self.p.recipe_path) if self.p.recipe_path else None,
                        spec_framework=self.p.spec.framework, command=self.command, hardware=hw,
-                       dataset={**dataset.manifest, "dir": str(dataset.root)}, events=events, created=created,
+                       dataset={**dataset.manifest, "dir": str(dataset.root),
+                                "ctc": self.ctc.as_dict() if self.ctc else None},
+                       events=events, created=created,
                        distributed=dist)
         try:
             metrics = assemble(**context, scorer=scorer, failure=failure)

@@ -6,10 +6,10 @@ from pydantic import Field
 
 from backends.mindspore.launch import Msrun
 from ocrbench.backend import BackendSpec
-from ocrbench.recipe import Section, column_lstm_param_count
+from ocrbench.recipe import ArchParams, column_lstm_param_count
 
 
-class WarpCtcParams(Section):
+class WarpCtcParams(ArchParams):
     """MindSpore model_zoo WarpCTC: a BGR ``3 x input_height x input_width`` image read column by column
     (input_width time steps of 3 * input_height features) by a stacked unidirectional LSTM, then Dense."""
 
@@ -17,6 +17,10 @@ class WarpCtcParams(Section):
     input_width: int = Field(160, ge=4, le=4096, description="pixels; the number of time steps")
     hidden: int = Field(512, ge=1, le=4096)
     layers: int = Field(2, ge=1, le=16)
+
+    def time_steps(self) -> int:
+        """One step per image column."""
+        return self.input_width
 
     def param_count(self, classes: int) -> int:
         """nn.LSTM layers (input and recurrent weights, two bias vectors each) + Dense with bias."""

@@ -6,10 +6,10 @@ from pydantic import Field
 
 from backends.mxnet.launch import MxnetKvstore
 from ocrbench.backend import BackendSpec
-from ocrbench.recipe import Section, column_lstm_param_count
+from ocrbench.recipe import ArchParams, column_lstm_param_count
 
 
-class LstmCtcParams(Section):
+class LstmCtcParams(ArchParams):
     """apache/mxnet example/ctc: a gray ``input_height x input_width`` image read column by column
     (input_width time steps of input_height features) by a unidirectional LSTM, then a dense layer."""
 
@@ -19,6 +19,10 @@ class LstmCtcParams(Section):
     layers: int = Field(2, ge=1, le=16)
     standardize: bool = Field(False, description="standardize each image inside the network (zero mean, unit "
                               "variance over its pixels) before the LSTM; the example does not (False)")
+
+    def time_steps(self) -> int:
+        """One step per image column."""
+        return self.input_width
 
     def param_count(self, classes: int) -> int:
         """LSTM layers with two bias vectors each (i2h and h2h, as the example's FullyConnected pair)."""

@@ -8,10 +8,10 @@ from pydantic import Field
 from backends.paddleocr import layout
 from backends.paddleocr.launch import PaddleLaunch
 from ocrbench.backend import BackendSpec
-from ocrbench.recipe import Section
+from ocrbench.recipe import ArchParams
 
 
-class CrnnMobileNetV3Params(Section):
+class CrnnMobileNetV3Params(ArchParams):
     """PaddleOCR's CRNN-MobileNetV3 (rec_chinese_lite_train_v2.0.yml): MobileNetV3-small x scale with
     height-only strides, Im2Seq, a 2-layer BiLSTM, a CTC head. BGR 3 x 32 x input_width, resized keeping
     the aspect ratio and zero-padded on the right; T = input_width / 4."""
@@ -21,6 +21,10 @@ class CrnnMobileNetV3Params(Section):
         [1, 2, 2, 2], min_length=4, max_length=4, description="height strides of the 4 striding blocks")
     hidden: int = Field(48, ge=1, le=4096, description="LSTM hidden units per direction (2 layers)")
     input_width: int = Field(320, ge=16, le=4096, multiple_of=4, description="padded image width")
+
+    def time_steps(self) -> int:
+        """``input_width / 4``: the backbone halves the width twice."""
+        return self.input_width // 4
 
     def param_count(self, classes: int) -> int:
         """Trainable parameters: convs without bias + BatchNorm gamma/beta, squeeze-excite 1x1 convs with

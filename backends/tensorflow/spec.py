@@ -7,10 +7,10 @@ from pydantic import Field
 from backends.tensorflow.launch import TfStrategy
 from backends.tensorflow.layout import CONV_BIAS, KERNELS
 from ocrbench.backend import BackendSpec
-from ocrbench.recipe import REFERENCE_CHANNELS, ConvChannels, InputWidth, Section
+from ocrbench.recipe import REFERENCE_CHANNELS, ArchParams, ConvChannels, InputWidth
 
 
-class ShadowNetParams(Section):
+class ShadowNetParams(ArchParams):
     """MaybeShewill-CV/CRNN_Tensorflow's ShadowNet: BGR ``32 x input_width`` input, a 7-conv VGG stack
     with BatchNorm after every conv, a 2-layer stacked BiLSTM, dropout, a bias-free projection.
     Defaults are the upstream network (T = input_width / 4 = 25 steps)."""
@@ -23,6 +23,10 @@ class ShadowNetParams(Section):
     bn_momentum: float = Field(0.999, gt=0.0, lt=1.0,
                                description="BatchNorm moving-average momentum (upstream 0.999, made for "
                                            "80k-step runs; a run of a few thousand steps needs ~0.99)")
+
+    def time_steps(self) -> int:
+        """``input_width / 4``: two width-halving pools."""
+        return self.input_width // 4
 
     def param_count(self, classes: int) -> int:
         """Trainable parameters: convs (bias on conv1/conv2 only), BatchNorm gamma+beta after each conv,
