@@ -32,6 +32,7 @@ from ocrbench.errors import OcrbenchError
 JOB_SCHEMA = "ocrbench.job/2"
 # train (then export), or ``ocrbench export``: the last checkpoint exported again
 STAGES = ("train", "export")
+CACHE_POLICIES = ("memory", "none")   # data.cache as resolved by the core (ocrbench.plan.resolve_cache)
 DEFAULT_PATHS = {"events": "events.jsonl", "native_log": "native.log", "checkpoints": "checkpoints",
                  "predictions": "predictions", "exports": "exports"}
 
@@ -105,6 +106,12 @@ class Dataset:
     train: str = "train.txt"
     eval: str = "eval.txt"
     online: dict | None = None           # the captcha data settings when training renders them on the fly
+    cache: str = "none"                  # memory: keep decoded training images; none: decode every batch
+
+    def __post_init__(self):
+        if self.cache not in CACHE_POLICIES:
+            raise JobSpecError(f"job spec: dataset.cache: {self.cache!r} is not one of "
+                               f"{', '.join(CACHE_POLICIES)}")
 
     def to_json(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -62,6 +62,19 @@ def plan(recipe: Recipe, recipe_path: Path | None) -> Plan:
     return Plan(recipe, recipe.resolved(), spec, recipe_path, base_dir)
 
 
+CACHE_LIMIT_BYTES = 512 * 2**20   # data.cache: auto keeps decoded images in memory up to this size
+
+
+def resolve_cache(policy: str, train_images: int, params: dict) -> str:
+    """``data.cache`` for the workers: ``memory`` or ``none``. ``auto`` estimates the decoded train split
+    as ``train_images x height x input_width x 3`` bytes (uint8, up to 3 channels; height 32 unless the
+    architecture has ``input_height``) and keeps it in memory only under CACHE_LIMIT_BYTES."""
+    if policy != "auto":
+        return policy
+    height, width = params.get("input_height", 32), params.get("input_width", 100)
+    return "memory" if train_images * height * width * 3 <= CACHE_LIMIT_BYTES else "none"
+
+
 def export_formats(requested: list[str], spec: BackendSpec) -> list[str]:
     """The recipe's export formats with ``native`` replaced by the backend's own format (its first one,
     e.g. torchscript, mxnet, savedmodel, mindir, paddle), so one recipe can ask every backend for its

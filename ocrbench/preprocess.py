@@ -46,6 +46,20 @@ def describe(*, decode: str, decoder: str, height: int, width: int, interpolatio
             "layout": layout}
 
 
+def keep_ratio_width(image_height: int, image_width: int, height: int, max_width: int) -> int:
+    """Width in pixels of an ``image_height x image_width`` image resized to ``height`` keeping its aspect
+    ratio, at most ``max_width``: ``min(max_width, ceil(height * image_width / image_height))`` (PaddleOCR's
+    rec resize). The image is then padded on the right to ``max_width`` (with zeros after normalising)."""
+    return min(max_width, math.ceil(height * image_width / image_height))
+
+
+def pad_right(normalised: np.ndarray, width: int, axis: int) -> np.ndarray:
+    """``normalised`` (float, any layout) padded with zeros along ``axis`` to ``width``."""
+    pad = [(0, 0)] * normalised.ndim
+    pad[axis] = (0, width - normalised.shape[axis])
+    return np.pad(normalised, pad)
+
+
 DECODERS = {("pil", "rgb"), ("pil", "gray"), ("cv2", "bgr"), ("cv2", "gray"), ("cv2", "rgb"), ("pil", "bgr")}
 
 
@@ -93,7 +107,7 @@ def load(path: Path, spec: dict) -> np.ndarray:
     image = _decode(path, decoder, color)
     size = spec["resize"]
     height, width = size["height"], size["width"]
-    resized_w = (min(width, math.ceil(height * image.shape[1] / image.shape[0])) if size.get("keep_ratio")
+    resized_w = (keep_ratio_width(image.shape[0], image.shape[1], height, width) if size.get("keep_ratio")
                  else width)
     mean = np.asarray(spec["mean"], dtype=np.float32)
     std = np.asarray(spec["std"], dtype=np.float32)
@@ -107,8 +121,7 @@ def load(path: Path, spec: dict) -> np.ndarray:
         if spec.get("to_gray"):
             pixels = (pixels @ np.asarray(spec["to_gray"], dtype=np.float32))[:, :, None]
         normalised = (pixels / 255.0 - mean) / std
-    out = np.zeros((height, width, normalised.shape[2]), dtype=np.float32)  # right zero-padding
-    out[:, :resized_w] = normalised
+    out = pad_right(normalised.astype(np.float32), width, axis=1)
     return out.transpose(2, 0, 1).copy() if spec.get("layout", "NCHW") == "NCHW" else out
 
 

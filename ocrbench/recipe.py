@@ -52,6 +52,10 @@ class CrnnParams(ArchParams):
     input_width: InputWidth = 100
     channels: ConvChannels = Field(default_factory=lambda: list(REFERENCE_CHANNELS))
     hidden: int = Field(256, ge=1, le=4096, description="LSTM hidden units per direction")
+    keep_ratio: bool = Field(False, description="resize to height 32 keeping the aspect ratio (width "
+                             "ceil(32 w / h), at most input_width) and pad the normalised image on the "
+                             "right with zeros to input_width (PaddleOCR's rec resize); false: stretch to "
+                             "32 x input_width")
 
     def time_steps(self) -> int:
         """``input_width / 4 + 1``: the conv stack's width strides total 4, and its last conv (kernel 2,
@@ -105,6 +109,10 @@ class _DataCommon(Section):
     on_bad_sample: Literal["error", "skip"] = "error"
     workers: int | None = Field(None, ge=1, le=256,
                                 description="processes for preparation; default all cores")
+    cache: Literal["auto", "memory", "none"] = Field(
+        "auto", description="memory: workers keep every decoded training image in memory after its first "
+        "use; none: they decode each batch again (memory bounded by the batch); auto: memory when the "
+        "decoded train split fits in 512 MiB (ocrbench.plan.resolve_cache)")
 
 
 class CaptchaData(_DataCommon):

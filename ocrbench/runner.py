@@ -34,7 +34,7 @@ from ocrbench.errors import OcrbenchError
 from ocrbench.job import Dataset as JobDataset
 from ocrbench.job import Distributed, Job
 from ocrbench.metrics import Protocol
-from ocrbench.plan import Plan, check_topology
+from ocrbench.plan import Plan, check_topology, resolve_cache
 from ocrbench.recipe import Recipe, validate_data
 from ocrbench.results import EvalScorer, assemble, read_events, validate_metrics
 
@@ -74,6 +74,8 @@ def job_spec(p: Plan, run_dir: Path, dataset: datasets.PreparedDataset, launch: 
                            online=r["data"] if r["data"].get("online") else None,
                            max_label_len=max(s["max_len"] for s in dataset.manifest["splits"].values()),
                            train=ctc.train if ctc else "train.txt",
+                           cache=resolve_cache(r["data"]["cache"], dataset.manifest["splits"]["train"]["n"],
+                                               r["model"]["params"]),
                            # a filtered train split has its own native copy
                            native_dir=dataset.root / "native" / (
                                f"{p.spec.name}-ctc{ctc.steps}" if ctc and ctc.filtered else p.spec.name)),

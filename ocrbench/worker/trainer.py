@@ -195,6 +195,12 @@ class Trainer(abc.ABC):
         return self.seed * SHUFFLE_SEED_STRIDE + epoch
 
     @property
+    def cache_images(self) -> bool:
+        """Whether decoded training images may be kept in memory (``data.cache`` resolved by the core:
+        ``memory``); otherwise every batch is decoded again and memory is bounded by the batch."""
+        return self.job.dataset.cache == "memory"
+
+    @property
     def max_label_len(self) -> int:
         """The longest label of the dataset: the width of padded label tensors."""
         return self.job.dataset.max_label_len
