@@ -1,7 +1,10 @@
 """PyTorch worker: runs inside the pytorch backend's environment (started by ocrbench.worker.bootstrap).
 
-Native data is LMDB in the crnn.pytorch / DTRB layout (1-based keys). Images are read gray, resized to
-32 x input_width (bilinear, aspect ratio not kept) and scaled to [-1, 1]. Loss is nn.CTCLoss with blank 0
+Native data is LMDB in the crnn.pytorch / DTRB layout (1-based keys; the original image bytes, so one copy
+serves every resize policy). Images are read gray (PIL) and resized bilinear (PIL) to 32 x input_width, or
+with ``model.params.keep_ratio`` to height 32 keeping the aspect ratio (width at most input_width), then
+scaled to [-1, 1] (x / 127.5 - 1) and, when narrower, zero-padded on the right to input_width after that
+scaling. Decoded images stay in memory only under ``data.cache: memory``. Loss is nn.CTCLoss with blank 0
 (ocrbench's convention is PyTorch's own, so nothing is converted), mean reduction (each sample's loss is
 divided by its target length, then averaged — PyTorch's default; ``loss_spec``: char_mean). The partial
 last batch of an epoch is dropped or kept as ``train.drop_last`` says (``DataLoader(drop_last=...)``).
@@ -39,44 +42,80 @@ HEIGHT = 32
 
 
 class LmdbImages(Dataset):
-    """Samples of a DTRB-layout LMDB as (uint8 gray image (32, W), text); decoded images are cached."""
+    """Samples of a DTRB-layout LMDB as (uint8 gray image (32, w) in 0..255, text).
 
-    def __init__(self, path: Path, width: int):
+    Decoded gray with PIL and resized with PIL's bilinear filter to 32 x ``width`` or, with ``keep_ratio``,
+    to 32 x ``preprocess.keep_ratio_width(h, w, 32, width)`` (at most ``width``: :class:`Collate` pads it
+    after normalising). With ``cache`` a decoded image is kept in memory after its first use (``data.cache:
+    memory``); without it every access decodes again, so memory is bounded by the batch.
+    """
+
+    def __init__(self, path: Path, width: int, keep_ratio: bool = False, cache: bool = True):
         self.path = path
         self.width = width
+        self.keep_ratio = keep_ratio
         self._reader: LmdbReader | None = None
         self._length = len(LmdbReader(path))
-        self._cache: dict[int, tuple[np.ndarray, str]] = {}
+        self._cache: dict[int, tuple[np.ndarray, str]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return self._length
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, str]:
-        if index not in self._cache:
-            if self._reader is None:  # opened lazily: one handle per DataLoader worker process
-                self._reader = LmdbReader(self.path)
-            raw, text = self._reader[index]
-            with Image.open(io.BytesIO(raw)) as img:
-                gray = img.convert("L").resize((self.width, HEIGHT), Image.Resampling.BILINEAR)
-            self._cache[index] = (np.asarray(gray, dtype=np.uint8), text)
-        return self._cache[index]
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        if self._reader is None:  # opened lazily: one handle per DataLoader worker process
+            self._reader = LmdbReader(self.path)
+        raw, text = self._reader[index]
+        with Image.open(io.BytesIO(raw)) as img:
+            gray = img.convert("L")
+            width = self.width
+            if self.keep_ratio:
+                width = preprocess.keep_ratio_width(gray.height, gray.width, HEIGHT, self.width)
+            gray = gray.resize((width, HEIGHT), Image.Resampling.BILINEAR)
+        sample = (np.asarray(gray, dtype=np.uint8), text)
+        if self._cache is not None:
+            self._cache[index] = sample
+        return sample
+
+
+def normalise(gray: np.ndarray) -> np.ndarray:
+    """uint8 pixels in 0..255 -> float32 x / 127.5 - 1 in [-1, 1], the float32 arithmetic of
+    :func:`to_input` (divide, then subtract, each rounded to float32)."""
+    return gray.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
 class Collate:
-    """Stack images to uint8 (B, 1, 32, W); encode texts as padded targets (blank 0) and lengths."""
+    """A batch of (image, text) samples -> (images, padded targets (blank 0), target lengths).
 
-    def __init__(self, charset: Charset, max_len: int):
+    Stretched images stack to uint8 (B, 1, 32, W) in 0..255 (:func:`to_input` scales them). With
+    ``keep_ratio`` each image is scaled to [-1, 1] (:func:`normalise`) and zero-padded on the right to
+    ``width`` after that (``preprocess.pad_right``): float32 (B, 1, 32, W), already the model's input.
+    """
+
+    def __init__(self, charset: Charset, max_len: int, width: int, keep_ratio: bool = False):
         self.charset = charset
         self.max_len = max_len
+        self.width = width
+        self.keep_ratio = keep_ratio
 
     def __call__(self, batch):
-        images = torch.from_numpy(np.stack([image for image, _ in batch]))[:, None]
+        if self.keep_ratio:
+            stacked = np.stack([preprocess.pad_right(normalise(image), self.width, axis=1)
+                                for image, _ in batch])
+        else:
+            stacked = np.stack([image for image, _ in batch])
+        images = torch.from_numpy(stacked)[:, None]
         targets, lengths = pad_targets([text for _, text in batch], self.charset, self.max_len)
         return images, torch.from_numpy(targets), torch.from_numpy(lengths)
 
 
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, 1, 32, W) in 0..255 -> float32 in [-1, 1] on ``device``."""
+    """A :class:`Collate` batch -> the model's float32 input (B, 1, 32, W) in [-1, 1] on ``device``: uint8
+    pixels 0..255 are scaled (x / 127.5 - 1); float32 images (keep-ratio batches, normalised and padded
+    by Collate) are only moved."""
+    if images.dtype != torch.uint8:
+        return images.to(device, non_blocking=True)
     return images.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
 
 
@@ -127,7 +166,8 @@ class TorchTrainer(Trainer):
         """Batches of ``split``; a data-parallel training loader reads this rank's DistributedSampler
         share (its shuffle seeded by the recipe's seed and the epoch, see ``train_epoch``). A training
         loader leaves out the partial last batch as ``train.drop_last`` says."""
-        dataset = LmdbImages(self.job.native_dir / split, self.params["input_width"])
+        width, keep_ratio = self.params["input_width"], self.keep_ratio
+        dataset = LmdbImages(self.job.native_dir / split, width, keep_ratio, cache=self.cache_images)
         workers = self.job.train["loader_workers"]
         generator = torch.Generator().manual_seed(self.seed)
         sampler = None
@@ -137,7 +177,7 @@ class TorchTrainer(Trainer):
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
                           sampler=sampler,
                           num_workers=workers, drop_last=shuffle and self.drop_last(share, batch_size),
-                          collate_fn=Collate(self.job.charset, self.max_label_len),
+                          collate_fn=Collate(self.job.charset, self.max_label_len, width, keep_ratio),
                           generator=generator, persistent_workers=workers > 0,
                           pin_memory=self.device.type == "cuda")
 
@@ -146,7 +186,9 @@ class TorchTrainer(Trainer):
         job = self.job
         self.params = job.model["params"]
         classes = job.charset.num_classes
-        self.model = CRNN(classes, **self.params).to(self.device)
+        # keep_ratio is preprocessing (the data pipeline's), not a layer of the network
+        self.model = CRNN(classes, channels=self.params["channels"], hidden=self.params["hidden"],
+                          input_width=self.params["input_width"]).to(self.device)
         self.trained = self.model   # what train_epoch calls: the DDP wrapper in a data-parallel run
         if dist.is_initialized():
             self.trained = DistributedDataParallel(
@@ -158,6 +200,11 @@ class TorchTrainer(Trainer):
         params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return {"arch": job.model["arch"], "params": params, "classes": classes}
 
+    @property
+    def keep_ratio(self) -> bool:
+        """``model.params.keep_ratio`` (absent from jobs written before the key existed: false)."""
+        return bool(self.params.get("keep_ratio", False))
+
     def steps_per_epoch(self) -> int:
         return len(self.train_loader)
 
@@ -166,12 +213,17 @@ class TorchTrainer(Trainer):
                         native="torch.nn.CTCLoss(blank=0, reduction='mean', zero_infinity=True)")
 
     def input_spec(self) -> dict:
-        return {"shape": [None, 1, HEIGHT, self.params["input_width"]], "layout": "NCHW", "color": "gray",
+        width, keep_ratio = self.params["input_width"], self.keep_ratio
+        resize = f"bilinear to {HEIGHT}x{width}, aspect ratio not kept"
+        if keep_ratio:
+            resize = (f"bilinear to height {HEIGHT} keeping the aspect ratio, width min({width}, "
+                      f"ceil({HEIGHT} w / h)), zero-padded on the right to {width} after normalising")
+        return {"shape": [None, 1, HEIGHT, width], "layout": "NCHW", "color": "gray",
                 "dtype": "float32", "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
-                "resize": f"bilinear to {HEIGHT}x{self.params['input_width']}, aspect ratio not kept",
-                "preprocess": preprocess.describe(decode="gray", decoder="pil", height=HEIGHT,
-                                                  width=self.params["input_width"],
-                                                  interpolation="pil_bilinear", mean=[0.5], std=[0.5])}
+                "resize": resize,
+                "preprocess": preprocess.describe(decode="gray", decoder="pil", height=HEIGHT, width=width,
+                                                  keep_ratio=keep_ratio, interpolation="pil_bilinear",
+                                                  mean=[0.5], std=[0.5])}
 
     def train_epoch(self, ctx: EpochContext) -> float:
         self.model.train()
