@@ -186,7 +186,8 @@ def inference_yml(job: Job, arch: str, params: dict) -> dict:
 
     ``crnn_mobilenetv3``: exactly PaddleOCR's ops (DecodeImage BGR, RecResizeImg — which also normalises
     to [-1, 1] — and KeepKeys), under ``PADDLEX_LOADER_NAME`` so paddleocr's TextRecognition loads it.
-    ``crnn``: PaddleOCR has no op for its gray, fixed-size resize; the ops are described for reference.
+    ``crnn``: PaddleOCR has no op for its gray, fixed-size resize; the ops are described for reference
+    (with ``keep_ratio`` the normalised image is also zero-padded on the right to ``input_width``).
     """
     width = params["input_width"]
     if arch == "crnn_mobilenetv3":
@@ -195,8 +196,9 @@ def inference_yml(job: Job, arch: str, params: dict) -> dict:
                {"KeepKeys": {"keep_keys": ["image"]}}]
         model_name = PADDLEX_LOADER_NAME
     else:
+        keep_ratio = bool(params.get("keep_ratio", False))
         ops = [{"DecodeImage": {"img_mode": "GRAY", "channel_first": False}},
-               {"ResizeImage": {"size": [width, HEIGHT], "keep_ratio": False}},
+               {"ResizeImage": {"size": [width, HEIGHT], "keep_ratio": keep_ratio}},
                {"NormalizeImage": {"scale": 1 / 255.0, "mean": [0.5], "std": [0.5], "order": "hwc"}},
                {"KeepKeys": {"keep_keys": ["image"]}}]
         model_name = "ocrbench_crnn"

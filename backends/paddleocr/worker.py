@@ -18,7 +18,6 @@ the epoch, reshuffled per epoch); rank 0 alone evaluates the plain model and wri
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from pathlib import Path
@@ -50,45 +49,60 @@ def read_bgr(path: Path) -> np.ndarray:
 
 
 def resize_norm_bgr(bgr: np.ndarray, width: int) -> np.ndarray:
-    """PaddleOCR's resize_norm_img: height 32, width min(W, ceil(32 * w / h)) keeping the aspect ratio,
-    ``cv2.resize`` with INTER_LINEAR (no antialiasing) as PaddleOCR and paddlex do, so paddleocr's own
-    predictor sees the same pixels. Returns the resized uint8 HWC image (normalised and right-padded later,
-    per batch)."""
+    """PaddleOCR's resize_norm_img: height 32, width ``preprocess.keep_ratio_width`` (min(W, ceil(32 * w /
+    h))) keeping the aspect ratio, ``cv2.resize`` with INTER_LINEAR (no antialiasing) as PaddleOCR and
+    paddlex do, so paddleocr's own predictor sees the same pixels. Returns the resized uint8 HWC image
+    (normalised and right-padded later, per batch)."""
     h, w = bgr.shape[:2]
-    resized_w = min(width, int(math.ceil(HEIGHT * w / h)))
+    resized_w = preprocess.keep_ratio_width(h, w, HEIGHT, width)
     return cv2.resize(bgr, (resized_w, HEIGHT), interpolation=cv2.INTER_LINEAR)
 
 
-class ImageCache:
-    """Canonical images -> uint8 arrays ready for batching, decoded once and kept in memory.
+def read_gray(path: Path, width: int, keep_ratio: bool) -> np.ndarray:
+    """The shared crnn's image: decoded gray with PIL, resized with PIL's bilinear filter to 32 x ``width``
+    (stretched) or, with ``keep_ratio``, to 32 x ``preprocess.keep_ratio_width`` (at most ``width``: padded
+    later, after normalising, by :func:`to_batch`). uint8 HWC (32, w, 1) in 0..255."""
+    with Image.open(path) as img:
+        gray = img.convert("L")
+        resized_w = width
+        if keep_ratio:
+            resized_w = preprocess.keep_ratio_width(gray.height, gray.width, HEIGHT, width)
+        gray = gray.resize((resized_w, HEIGHT), Image.Resampling.BILINEAR)
+    return np.asarray(gray, dtype=np.uint8)[:, :, None]
 
-    ``crnn_mobilenetv3``: BGR via OpenCV, aspect ratio kept (see resize_norm_bgr). ``crnn``: gray, 32 x W.
+
+class Images:
+    """Canonical images -> uint8 HWC arrays in 0..255, ready for :func:`to_batch`.
+
+    ``crnn_mobilenetv3``: BGR via OpenCV, aspect ratio kept (see resize_norm_bgr). ``crnn``: gray via PIL,
+    32 x W, or keeping the aspect ratio with ``keep_ratio`` (see read_gray). With ``cache`` (``data.cache:
+    memory``) a decoded image is kept after its first use; without it every access decodes again, so
+    memory is bounded by the batch.
     """
 
-    def __init__(self, dataset_dir: Path, arch: str, width: int):
-        self.dataset_dir, self.arch, self.width = dataset_dir, arch, width
-        self._cache: dict[str, np.ndarray] = {}
+    def __init__(self, dataset_dir: Path, arch: str, width: int, keep_ratio: bool, cache: bool):
+        self.dataset_dir, self.arch, self.width, self.keep_ratio = dataset_dir, arch, width, keep_ratio
+        self._cache: dict[str, np.ndarray] | None = {} if cache else None
 
     def __getitem__(self, relpath: str) -> np.ndarray:
-        if relpath not in self._cache:
-            path = self.dataset_dir / relpath
-            if self.arch == "crnn_mobilenetv3":
-                self._cache[relpath] = resize_norm_bgr(read_bgr(path), self.width)
-            else:
-                with Image.open(path) as img:
-                    gray = img.convert("L").resize((self.width, HEIGHT), Image.Resampling.BILINEAR)
-                self._cache[relpath] = np.asarray(gray, dtype=np.uint8)[:, :, None]
-        return self._cache[relpath]
+        if self._cache is not None and relpath in self._cache:
+            return self._cache[relpath]
+        path = self.dataset_dir / relpath
+        if self.arch == "crnn_mobilenetv3":
+            image = resize_norm_bgr(read_bgr(path), self.width)
+        else:
+            image = read_gray(path, self.width, self.keep_ratio)
+        if self._cache is not None:
+            self._cache[relpath] = image
+        return image
 
 
 def to_batch(images: list[np.ndarray], width: int) -> np.ndarray:
-    """uint8 HWC images -> float32 (B, C, 32, width): (x / 255 - 0.5) / 0.5 = x / 127.5 - 1 in [-1, 1],
-    zero-padded on the right (PaddleOCR pads after normalising)."""
-    channels = images[0].shape[2]
-    batch = np.zeros((len(images), channels, HEIGHT, width), dtype=np.float32)
-    for i, image in enumerate(images):
-        batch[i, :, :, : image.shape[1]] = image.transpose(2, 0, 1) / 127.5 - 1.0
-    return batch
+    """uint8 HWC images (each at most ``width`` wide) -> float32 (B, C, 32, width): (x / 255 - 0.5) / 0.5
+    = x / 127.5 - 1 in [-1, 1], then zero-padded on the right to ``width`` (``preprocess.pad_right``:
+    PaddleOCR pads after normalising)."""
+    return np.stack([preprocess.pad_right((image.transpose(2, 0, 1) / 127.5 - 1.0).astype(np.float32), width,
+                                          axis=2) for image in images])
 
 
 class PaddleTrainer(Trainer):
@@ -137,8 +151,11 @@ class PaddleTrainer(Trainer):
         self.arch, self.params = job.model["arch"], job.model["params"]
         self.width = self.params["input_width"]
         self.channels = 3 if self.arch == "crnn_mobilenetv3" else 1
-        self.images = ImageCache(job.dataset_dir, self.arch, self.width)
-        self.model = build(self.arch, job.charset.num_classes, self.params)
+        self.keep_ratio = self.arch == "crnn" and bool(self.params.get("keep_ratio", False))
+        self.images = Images(job.dataset_dir, self.arch, self.width, self.keep_ratio, cache=self.cache_images)
+        # keep_ratio is preprocessing (the data pipeline's), not a layer of the network
+        self.model = build(self.arch, job.charset.num_classes,
+                           {k: v for k, v in self.params.items() if k != "keep_ratio"})
         self.trained = paddle.DataParallel(self.model) if self.parallel else self.model   # what trains
         self.sampler = None
         if self.parallel:   # this rank's batches of each epoch (train.drop_last, of this rank's share)
@@ -175,12 +192,15 @@ class PaddleTrainer(Trainer):
                     "preprocess": preprocess.describe(decode="bgr", decoder="cv2", height=HEIGHT,
                                                       width=self.width, keep_ratio=True,
                                                       interpolation="cv2_linear", mean=[0.5], std=[0.5])}
+        resize = f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept"
+        if self.keep_ratio:
+            resize = (f"bilinear to height {HEIGHT} keeping the aspect ratio, width min({self.width}, "
+                      f"ceil({HEIGHT} w / h)), zero-padded on the right to {self.width} after normalising")
         return {"shape": [None, 1, HEIGHT, self.width], "layout": "NCHW", "color": "gray", "dtype": "float32",
-                "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
-                "resize": f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept",
+                "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])", "resize": resize,
                 "preprocess": preprocess.describe(decode="gray", decoder="pil", height=HEIGHT,
-                                                  width=self.width, interpolation="pil_bilinear", mean=[0.5],
-                                                  std=[0.5])}
+                                                  width=self.width, keep_ratio=self.keep_ratio,
+                                                  interpolation="pil_bilinear", mean=[0.5], std=[0.5])}
 
     def _batches(self, split: str, order: list[int], batch_size: int, drop_last: bool):
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
