@@ -3,8 +3,12 @@
 Native data is MXNet RecordIO (``.rec`` + ``.idx`` written with mxnet.recordio): the record header's label
 is the zero-padded class vector (1-based classes, 0 = padding = blank), the payload the original PNG/JPEG.
 It is read with ``gluon.data.vision.ImageRecordDataset`` (gray decode) and resized with ``mx.image`` to
-the model's input. With ``data.online: true`` training captchas are instead rendered on the fly, a fresh
-deterministic set every epoch, like the example's generator.
+the model's input: stretched to H x W, or for the shared crnn with ``model.params.keep_ratio`` to height 32
+keeping the aspect ratio (width at most W), scaled to the model's pixel range and zero-padded on the right
+to W after that scaling. The RecordIO payload is the original image, so one native copy serves every resize
+policy. Decoded images stay in memory only under ``data.cache: memory``. With ``data.online: true``
+training captchas are instead rendered on the fly, a fresh deterministic set every epoch, like the
+example's generator.
 
 Loss is ``ctc_loss(..., blank_label='first')`` (blank 0, as in the example and the core), one value per
 sample; ``Trainer.update(batch_size)`` averages the gradients over the batch (``loss_spec``: mean, logged
@@ -43,32 +47,66 @@ PREFIX = "ocr"
 SPLITS = ("train", "eval")
 
 
-class CachedImages(gluon.data.Dataset):
-    """(uint8 image (1, H, W), float label vector) from a RecordIO file; resized images are cached."""
+class InputImage:
+    """How a decoded uint8 gray image (H_in, W_in, 1) NDArray becomes one sample of the model's input.
 
-    def __init__(self, rec: Path, height: int, width: int):
+    Resized with ``mx.image.imresize(interp=1)`` (MXNet's OpenCV, INTER_LINEAR) to ``height`` x ``width``
+    (stretched), giving uint8 (1, height, width) in 0..255 that :meth:`MxnetTrainer._to_input` scales per
+    batch. With ``keep_ratio`` the width is ``preprocess.keep_ratio_width`` (at most ``width``) and the image
+    is scaled here, ``x * scale + shift`` in float32 (the model's pixel range, PIXEL_SCALE), then zero-padded
+    on the right to ``width`` (``preprocess.pad_right``): float32 (1, height, width), the model's input.
+    """
+
+    def __init__(self, height: int, width: int, keep_ratio: bool, scale: float, shift: float):
+        self.height, self.width, self.keep_ratio = height, width, keep_ratio
+        self.scale, self.shift = np.float32(scale), np.float32(shift)
+
+    def resize(self, image: nd.NDArray) -> np.ndarray:
+        """Decoded (H_in, W_in, 1) uint8 -> resized uint8 (1, height, w), w = width unless keep_ratio."""
+        width = self.width
+        if self.keep_ratio:
+            width = preprocess.keep_ratio_width(image.shape[0], image.shape[1], self.height, self.width)
+        return mx.image.imresize(image, width, self.height, interp=1).asnumpy().transpose(2, 0, 1)
+
+    def finish(self, resized: np.ndarray) -> np.ndarray:
+        """A :meth:`resize` result as the sample the loader batches: unchanged uint8 when stretched; scaled
+        and zero-padded float32 (1, height, width) with keep_ratio."""
+        if not self.keep_ratio:
+            return resized
+        return preprocess.pad_right(resized.astype(np.float32) * self.scale + self.shift, self.width, axis=2)
+
+
+class RecordImages(gluon.data.Dataset):
+    """(image, float label vector) from a RecordIO file, the image as :class:`InputImage` makes it. With
+    ``cache`` (``data.cache: memory``) resized images are kept in memory after their first use (uint8, before
+    scaling); without it every access decodes again, so memory is bounded by the batch."""
+
+    def __init__(self, rec: Path, image: InputImage, cache: bool):
         self.records = gluon.data.vision.ImageRecordDataset(str(rec), flag=0)
-        self.height, self.width = height, width
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.image = image
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int):
-        if index not in self._cache:
+        if self._cache is not None and index in self._cache:
+            resized, label = self._cache[index]
+        else:
             image, label = self.records[index]                       # (H, W, 1) uint8, label vector
-            image = mx.image.imresize(image, self.width, self.height, interp=1)  # bilinear
-            self._cache[index] = (image.asnumpy().transpose(2, 0, 1), np.asarray(label, dtype=np.float32))
-        return self._cache[index]
+            resized, label = self.image.resize(image), np.asarray(label, dtype=np.float32)
+            if self._cache is not None:
+                self._cache[index] = (resized, label)
+        return self.image.finish(resized), label
 
 
 class OnlineCaptchas(gluon.data.Dataset):
     """``size`` fresh captchas per epoch, rendered by ocrbench's deterministic renderer
     (split ``online-<epoch>``), so every epoch sees new images and the run is still reproducible."""
 
-    def __init__(self, config: dict, epoch: int, height: int, width: int, charset, max_len: int):
+    def __init__(self, config: dict, epoch: int, image: InputImage, charset, max_len: int):
         self.config, self.epoch = config, epoch
-        self.height, self.width = height, width
+        self.image = image
         self.charset, self.max_len = charset, max_len
 
     def __len__(self) -> int:
@@ -78,9 +116,9 @@ class OnlineCaptchas(gluon.data.Dataset):
         from ocrbench.captcha_renderer import render_captcha
 
         png, text = render_captcha(self.config, f"online-{self.epoch}", index)
-        image = mx.image.imresize(mx.image.imdecode(png, flag=0), self.width, self.height, interp=1)
+        resized = self.image.resize(mx.image.imdecode(png, flag=0))
         targets, _ = pad_targets([text], self.charset, self.max_len)
-        return image.asnumpy().transpose(2, 0, 1), targets[0].astype(np.float32)
+        return self.image.finish(resized), targets[0].astype(np.float32)
 
 
 class MxnetTrainer(Trainer):
@@ -149,32 +187,45 @@ class MxnetTrainer(Trainer):
         params = self.job.model["params"]
         return params.get("input_height", 32), params["input_width"]
 
-    def _loader(self, split: str, epoch: int = 0) -> gluon.data.DataLoader:
+    @property
+    def keep_ratio(self) -> bool:
+        """The shared crnn's ``model.params.keep_ratio`` (false for lstm_ctc, and for jobs written before
+        the key existed)."""
+        return bool(self.job.model["params"].get("keep_ratio", False))
+
+    def _input_image(self) -> InputImage:
         height, width = self._input_size()
+        return InputImage(height, width, self.keep_ratio, self.scale, self.shift)
+
+    def _records(self, split: str) -> RecordImages:
+        if split not in self._datasets:
+            self._datasets[split] = RecordImages(self.rec_dir / f"{split}.rec", self._input_image(),
+                                                 cache=self.cache_images)
+        return self._datasets[split]
+
+    def _loader(self, split: str, epoch: int = 0) -> gluon.data.DataLoader:
         online = self.job.dataset.online
         workers = self.job.train["loader_workers"]
         if split == "train":   # this worker's shard (all of it on one machine), this process's batch
             if online:
-                shard = OnlineCaptchas(online, epoch, height, width, self.job.charset,
+                shard = OnlineCaptchas(online, epoch, self._input_image(), self.job.charset,
                                        self.max_label_len).shard(*self.shard)
             else:
-                if split not in self._datasets:
-                    self._datasets[split] = CachedImages(self.rec_dir / f"{split}.rec", height, width)
-                shard = self._datasets[split].shard(*self.shard)
+                shard = self._records(split).shard(*self.shard)
             batch = self.job.process_batch
             last_batch = "discard" if self.drop_last(len(shard), batch) else "keep"
             return gluon.data.DataLoader(shard, batch, shuffle=not online, num_workers=workers,
                                          last_batch=last_batch)
-        if split not in self._datasets:
-            self._datasets[split] = CachedImages(self.rec_dir / f"{split}.rec", height, width)
-        return gluon.data.DataLoader(self._datasets[split], self.job.eval["batch_size"], shuffle=False)
+        return gluon.data.DataLoader(self._records(split), self.job.eval["batch_size"], shuffle=False)
 
     # --------------------------------------------------------------------------------------- model
     def build(self) -> dict:
         job = self.job
         arch = job.model["arch"]
         self.scale, self.shift, self.pixels = PIXEL_SCALE[arch]
-        self.net = build(arch, job.charset.num_classes, job.model["params"])
+        # keep_ratio is preprocessing (the data pipeline's), not a layer of the network
+        self.net = build(arch, job.charset.num_classes,
+                         {k: v for k, v in job.model["params"].items() if k != "keep_ratio"})
         self.net.initialize(mx.init.Xavier(factor_type="in", magnitude=2.34), ctx=self.ctxs)
         self.net.hybridize(static_alloc=True, static_shape=True)
         self.trainer = gluon.Trainer(self.net.collect_params(), *optimizer_args(job.train["optimizer"]),
@@ -214,15 +265,24 @@ class MxnetTrainer(Trainer):
 
     def input_spec(self) -> dict:
         height, width = self._input_size()
+        resize = f"bilinear to {height}x{width}, aspect ratio not kept"
+        if self.keep_ratio:
+            resize = (f"bilinear to height {height} keeping the aspect ratio, width min({width}, "
+                      f"ceil({height} w / h)), zero-padded on the right to {width} after normalising")
         return {"shape": [None, 1, height, width], "layout": "NCHW", "color": "gray", "dtype": "float32",
-                "pixels": self.pixels, "resize": f"bilinear to {height}x{width}, aspect ratio not kept",
+                "pixels": self.pixels, "resize": resize,
                 # RecordIO images are decoded gray and resized by MXNet's OpenCV (flag=0, interp=1)
                 "preprocess": preprocess.describe(decode="gray", decoder="cv2", height=height, width=width,
-                                                  interpolation="cv2_linear",
+                                                  keep_ratio=self.keep_ratio, interpolation="cv2_linear",
                                                   mean=[-self.shift / self.scale / 255],
                                                   std=[1 / (self.scale * 255)])}
 
     def _to_input(self, images, context=None) -> nd.NDArray:
+        """A loader batch -> the model's float32 input on ``context``: uint8 pixels 0..255 are scaled
+        (``x * scale + shift``); float32 batches (keep_ratio: scaled and padded by InputImage) are only
+        moved."""
+        if images.dtype != np.uint8:
+            return images.as_in_context(context or self.ctx)
         return images.as_in_context(context or self.ctx).astype("float32") * self.scale + self.shift
 
     def train_epoch(self, ctx: EpochContext) -> float:
