@@ -7,9 +7,9 @@ import pytest
 
 from backends.mxnet.spec import LstmCtcParams
 from conftest import ROOT
-from e2e_checks import (PLUMBING, backend_python, check_complete_run, check_exports, check_learned,
-                        check_partial_batch_policy, check_reloaded_parity, check_small_crnn, extend_by_resume,
-                        in_env, recipe_epochs, smoke)
+from e2e_checks import (PLUMBING, backend_python, check_chinese_lines, check_complete_run, check_exports,
+                        check_learned, check_partial_batch_policy, check_reloaded_parity, check_small_crnn,
+                        extend_by_resume, in_env, recipe_epochs, smoke)
 from ocrbench.recipe import CrnnParams
 from pins import pinned_version
 
@@ -82,3 +82,7 @@ def test_online_captchas_and_resume(tmp_path, mx_python):
 
 def test_partial_last_batch_policy_and_loss_reduction(tmp_path, mx_python):
     check_partial_batch_policy(SMOKE, tmp_path, "mxnet", reduction="mean")
+
+
+def test_chinese_text_lines_keeping_the_aspect_ratio(tmp_path, mx_python):
+    check_chinese_lines(tmp_path, "mxnet", ["mxnet", "onnx"], blank=0)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import OCRBENCH, ROOT, run_cli
-from e2e_checks import (PLUMBING, check_complete_run, check_exports, check_learned, check_onnx_parity,
-                        check_partial_batch_policy, check_reloaded_parity, recipe_epochs)
+from e2e_checks import (PLUMBING, check_chinese_lines, check_complete_run, check_exports, check_learned,
+                        check_onnx_parity, check_partial_batch_policy, check_reloaded_parity, recipe_epochs)
 from ocrbench import envs
 from ocrbench.backend import get_backend
 from ocrbench.recipe import CrnnParams
@@ -188,3 +188,7 @@ def test_worker_failure_still_writes_a_failed_metrics_json(smoke_run, tmp_path):
 
 def test_partial_last_batch_policy_and_loss_reduction(tmp_path, torch_python):
     check_partial_batch_policy(SMOKE, tmp_path, "pytorch", reduction="char_mean")
+
+
+def test_chinese_text_lines_keeping_the_aspect_ratio(tmp_path, torch_python):
+    check_chinese_lines(tmp_path, "pytorch", ["torchscript", "onnx"], blank=0)

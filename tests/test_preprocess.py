@@ -38,6 +38,19 @@ def test_keep_ratio_pads_with_zeros_on_the_right(image):
     assert got.shape == (3, 32, 96) and np.all(got[:, :, 86:] == 0) and np.any(got[:, :, 85] != 0)
 
 
+def test_keep_ratio_gray_is_pil_bilinear_to_the_ratio_width_then_zeros(image):
+    # the shared crnn with keep_ratio (pytorch, paddleocr): PIL gray, bilinear to 32 x ceil(32 * 160 / 60)
+    # = 86, x / 127.5 - 1, zeros after normalising up to the padded width; capped at the padded width
+    got = preprocess.load(image, spec(width=96, keep_ratio=True))
+    with Image.open(image) as img:
+        gray = img.convert("L")
+    expected = np.asarray(gray.resize((86, 32), Image.Resampling.BILINEAR), np.float32) / 127.5 - 1.0
+    assert got.shape == (1, 32, 96) and np.array_equal(got[0, :, :86], expected)
+    assert np.all(got[0, :, 86:] == 0) and preprocess.keep_ratio_width(60, 160, 32, 96) == 86
+    capped = preprocess.load(image, spec(width=64, keep_ratio=True))
+    assert np.array_equal(capped, preprocess.load(image, spec(width=64)))   # 86 > 64: stretched to 64
+
+
 def test_nhwc_gray_after_resize_and_normalise_first(image):
     nhwc = preprocess.load(image, spec(decode="rgb", layout="NHWC", to_gray=preprocess.TF_GRAY))
     assert nhwc.shape == (32, 100, 1) and nhwc.min() >= -1 and nhwc.max() <= 1
