@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -138,11 +139,75 @@ def _parser(width: int, keep_ratio: bool):
     return parse
 
 
-def parsed_records(native: Path, split: str, width: int, keep_ratio: bool = False) -> tf.data.Dataset:
+def parsed_records(native: Path, split: str, width: int, keep_ratio: bool = False,
+                   cache: bool = True) -> tf.data.Dataset:
     """Records -> (image uint8 (32, W, 3) BGR — (32, w, 3) unpadded in a keep-ratio copy —, labels int32
-    (L,), length int32, sample id), in file order, parsed with a parallel map and cached in memory."""
-    return tf.data.TFRecordDataset(record_files(native, split)).map(
-        _parser(width, keep_ratio), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    (L,), length int32, sample id), in file order, parsed with a parallel map; kept in memory after the
+    first pass when ``cache`` (``data.cache: memory``), else read from the files on every pass."""
+    data = tf.data.TFRecordDataset(record_files(native, split)).map(
+        _parser(width, keep_ratio), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return data.cache() if cache else data
+
+
+class RecordIndex:
+    """Where every record of a split's TFRecord shards starts: (shard, byte offset, length) in file order,
+    from the TFRecord framing (uint64 length, uint32 CRC of it, the bytes, uint32 CRC of them). It lets a
+    training epoch read the records in a shuffled order without holding any of them in memory: only this
+    index and the order (three and one int64 per sample) are whole-split."""
+
+    def __init__(self, files: list[str]):
+        self.files = files
+        entries = []
+        for shard, path in enumerate(files):
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                offset = 0
+                while offset < size:
+                    header = f.read(12)
+                    if len(header) < 12:
+                        raise ValueError(f"{path}: truncated TFRecord header at byte {offset}")
+                    (length,) = struct.unpack("<Q", header[:8])
+                    entries.append((shard, offset + 12, length))
+                    offset += 12 + length + 4
+                    f.seek(offset)
+                if offset != size:
+                    raise ValueError(f"{path}: truncated TFRecord at byte {size}")
+        self.entries = np.asarray(entries, dtype=np.int64).reshape(-1, 3)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def read(self, order: np.ndarray):
+        """The serialized records in ``order`` (indices into file order), one at a time."""
+        handles = [open(path, "rb") for path in self.files]
+        try:
+            for index in order:
+                shard, offset, length = self.entries[index]
+                handle = handles[shard]
+                handle.seek(offset)
+                yield handle.read(length)
+        finally:
+            for handle in handles:
+                handle.close()
+
+
+def shuffled_order(size: int, seed: int, buffer: int) -> np.ndarray:
+    """The order ``Dataset.shuffle(buffer, seed, reshuffle_each_iteration=False)`` gives ``size`` elements
+    (it draws its positions independently of the elements, so shuffling indices gives the permutation that
+    shuffling the parsed records gives: an epoch's order is the same with and without ``cache``)."""
+    indices = tf.data.Dataset.range(size).shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+    return np.fromiter(indices.as_numpy_iterator(), dtype=np.int64, count=size)
+
+
+def streamed_records(native: Path, split: str, width: int, order: np.ndarray, keep_ratio: bool = False,
+                     index: RecordIndex | None = None) -> tf.data.Dataset:
+    """Like ``parsed_records(cache=False)`` but in ``order``: the records are read from the shard files one
+    at a time (a Python generator seeking to each one) and parsed with a parallel map, so memory is
+    bounded by the batches in flight, not by the split."""
+    index = index or RecordIndex(record_files(native, split))
+    serialized = tf.data.Dataset.from_generator(lambda: index.read(order),
+                                                output_signature=tf.TensorSpec([], tf.string))
+    return serialized.map(_parser(width, keep_ratio), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def batches(records: tf.data.Dataset, batch_size: int, shuffle_seed: int | None = None,

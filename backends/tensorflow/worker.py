@@ -12,6 +12,11 @@ upstream (``loss_spec``: mean, logged per sample). The partial last batch of an 
 ``train.drop_last`` says (``padded_batch(drop_remainder=...)``).
 The training step is a ``tf.function`` without XLA (measured slower on CPU; see docs/backends.md).
 
+Memory: with ``data.cache: memory`` the parsed records are cached by tf.data and each epoch shuffles them
+in a buffer of the whole split; with ``none`` nothing whole-split is held but the record
+byte offsets and the epoch's order (the same seeded order: ``tfrecords.shuffled_order``), and the records
+are read from the files as the batches need them.
+
 Data parallel with tf.distribute: on one machine a ``MirroredStrategy`` over the GPUs, or over N logical
 CPU devices (``--nproc N``: the CPU is split with ``set_logical_device_configuration``, gradients summed
 by ``ReductionToOneDevice``); across machines a ``MultiWorkerMirroredStrategy`` (ring all-reduce) from
@@ -104,12 +109,16 @@ class TensorFlowTrainer(Trainer):
         if not reused:
             tfrecords.write_native(job.dataset_dir, job.charset.chars, self.native, self.width,
                                    self.keep_ratio)
-        self.records = {split: tfrecords.parsed_records(self.native, split, self.width, self.keep_ratio)
+        self.records = {split: tfrecords.parsed_records(self.native, split, self.width, self.keep_ratio,
+                                                        cache=self.cache_images)
                         for split in ("train", "eval")}
+        self.index = None if self.cache_images else tfrecords.RecordIndex(
+            tfrecords.record_files(self.native, "train"))
         self.sizes = {split: len(self.sample_ids(split)) for split in ("train", "eval")}
         layout = "images/labels/imagepaths" + ("/widths, aspect ratio kept" if self.keep_ratio else "")
         return {"format": f"tfrecords (CRNN_Tensorflow layout: {layout} + char_dict, ord_map)",
-                "path": str(self.native), "reused": reused}
+                "path": str(self.native), "reused": reused,
+                "cache": "memory (tf.data cache)" if self.cache_images else "none (streamed from the files)"}
 
     # --------------------------------------------------------------------------------------- model
     def build(self) -> dict:
@@ -235,10 +244,21 @@ class TensorFlowTrainer(Trainer):
         return {"blank": self.classes - 1, "labels": "charset[k] is class k; the blank is the last class",
                 "output": "logits (batch, time, classes), batch-major", "layout": "BTC"}
 
+    def _train_batches(self, epoch: int) -> tf.data.Dataset:
+        """The epoch's training batches in its seeded order (``epoch_seed``): the cached records shuffled
+        in a whole-split buffer (``data.cache: memory``), or the same order read record by record from the
+        files (``none``: only the order and the record offsets are whole-split)."""
+        seed, drop = self.epoch_seed(epoch), self._drop_remainder()
+        if self.cache_images:
+            return tfrecords.batches(self.records["train"], self.global_batch, seed, SHUFFLE_BUFFER,
+                                     drop_remainder=drop, transform=self._transform())
+        order = tfrecords.shuffled_order(len(self.index), seed, SHUFFLE_BUFFER)
+        records = tfrecords.streamed_records(self.native, "train", self.width, order, self.keep_ratio,
+                                             self.index)
+        return tfrecords.batches(records, self.global_batch, drop_remainder=drop, transform=self._transform())
+
     def train_epoch(self, ctx: EpochContext) -> float:
-        data = tfrecords.batches(self.records["train"], self.global_batch, self.epoch_seed(ctx.epoch),
-                                 SHUFFLE_BUFFER, drop_remainder=self._drop_remainder(),
-                                 transform=self._transform())
+        data = self._train_batches(ctx.epoch)
         if self.strategy is not None:   # each replica gets its slice of every global batch
             data = self.strategy.experimental_distribute_dataset(data.map(lambda *x: x[:3]).with_options(
                 shard_by_data()))
