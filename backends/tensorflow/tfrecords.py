@@ -42,6 +42,7 @@ SHARDS = 4
 # ~40 s (each run, the same place); with a fixed buffer of 2 it does not, at the same step speed.
 PREFETCH_BATCHES = 2
 FLAGS = {"train": "train", "eval": "val"}
+STREAM_CHUNK = 64   # records read per call of the streaming generator (data.cache: none)
 KEEP_RATIO_SUFFIX = "-keepratio"
 
 
@@ -177,15 +178,18 @@ class RecordIndex:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def read(self, order: np.ndarray):
-        """The serialized records in ``order`` (indices into file order), one at a time."""
+    def read(self, order: np.ndarray, chunk: int):
+        """The serialized records in ``order`` (indices into file order), ``chunk`` at a time (an object
+        array of bytes: one call into Python per chunk, not per record)."""
         handles = [open(path, "rb") for path in self.files]
         try:
-            for index in order:
-                shard, offset, length = self.entries[index]
-                handle = handles[shard]
-                handle.seek(offset)
-                yield handle.read(length)
+            for start in range(0, len(order), chunk):
+                records = []
+                for shard, offset, length in self.entries[order[start:start + chunk]]:
+                    handle = handles[shard]
+                    handle.seek(offset)
+                    records.append(handle.read(length))
+                yield np.array(records, dtype=object)
         finally:
             for handle in handles:
                 handle.close()
@@ -196,18 +200,19 @@ def shuffled_order(size: int, seed: int, buffer: int) -> np.ndarray:
     (it draws its positions independently of the elements, so shuffling indices gives the permutation that
     shuffling the parsed records gives: an epoch's order is the same with and without ``cache``)."""
     indices = tf.data.Dataset.range(size).shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
-    return np.fromiter(indices.as_numpy_iterator(), dtype=np.int64, count=size)
+    return next(iter(indices.batch(size))).numpy() if size else np.zeros(0, np.int64)
 
 
 def streamed_records(native: Path, split: str, width: int, order: np.ndarray, keep_ratio: bool = False,
-                     index: RecordIndex | None = None) -> tf.data.Dataset:
-    """Like ``parsed_records(cache=False)`` but in ``order``: the records are read from the shard files one
-    at a time (a Python generator seeking to each one) and parsed with a parallel map, so memory is
-    bounded by the batches in flight, not by the split."""
+                     index: RecordIndex | None = None, chunk: int = STREAM_CHUNK) -> tf.data.Dataset:
+    """Like ``parsed_records(cache=False)`` but in ``order``: the records are read from the shard files
+    (a Python generator seeking to each one, ``chunk`` records per call) and parsed with a parallel map,
+    so memory is bounded by the chunks and batches in flight, not by the split."""
     index = index or RecordIndex(record_files(native, split))
-    serialized = tf.data.Dataset.from_generator(lambda: index.read(order),
-                                                output_signature=tf.TensorSpec([], tf.string))
-    return serialized.map(_parser(width, keep_ratio), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    serialized = tf.data.Dataset.from_generator(lambda: index.read(order, chunk),
+                                                output_signature=tf.TensorSpec([None], tf.string))
+    return serialized.unbatch().map(_parser(width, keep_ratio), num_parallel_calls=tf.data.AUTOTUNE,
+                                    deterministic=True)
 
 
 def batches(records: tf.data.Dataset, batch_size: int, shuffle_seed: int | None = None,
