@@ -7,9 +7,9 @@ import pytest
 
 from backends.mindspore.spec import WarpCtcParams
 from conftest import ROOT
-from e2e_checks import (backend_python, check_complete_run, check_exports, check_learned, check_onnx_parity,
-                        check_partial_batch_policy, check_reloaded_parity, check_small_crnn, extend_by_resume,
-                        in_env, recipe_epochs, smoke)
+from e2e_checks import (backend_python, check_chinese_lines, check_complete_run, check_exports, check_learned,
+                        check_onnx_parity, check_partial_batch_policy, check_reloaded_parity,
+                        check_small_crnn, extend_by_resume, in_env, recipe_epochs, smoke)
 from ocrbench.recipe import CrnnParams
 from pins import pinned_version
 
@@ -81,3 +81,12 @@ def test_reference_sizes_match_the_formulas(ms_python):
 
 def test_partial_last_batch_policy_and_loss_reduction(tmp_path, ms_python):
     check_partial_batch_policy(SMOKE, tmp_path, "mindspore", reduction="sum")
+
+
+def test_chinese_lines_keep_ratio(tmp_path, ms_python):
+    """40 Chinese classes in the competition's CSV layout, the crnn keeping the aspect ratio, data.cache
+    none: mindir reloaded and ONNX run by the core, which rebuilds the zero-padded inputs exactly."""
+    # 40 hanzi: the blank is class 40 inside the backend and its exports
+    metrics = check_chinese_lines(tmp_path, "mindspore", ["mindir", "onnx"], blank=40)
+    native = next(x for x in metrics["exports"] if x["format"] == "mindir")["parity"]
+    assert native["n"] == 16 and native["identical"] == 1.0, native

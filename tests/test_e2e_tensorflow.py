@@ -2,14 +2,15 @@
 (needs `ocrbench env install tensorflow`)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from backends.tensorflow.spec import ShadowNetParams
 from conftest import ROOT
-from e2e_checks import (backend_python, check_complete_run, check_exports, check_learned, check_onnx_parity,
-                        check_partial_batch_policy, check_reloaded_parity, check_small_crnn, extend_by_resume,
-                        in_env, recipe_epochs, smoke)
+from e2e_checks import (backend_python, check_chinese_lines, check_complete_run, check_exports, check_learned,
+                        check_onnx_parity, check_partial_batch_policy, check_reloaded_parity,
+                        check_small_crnn, extend_by_resume, in_env, recipe_epochs, smoke)
 from ocrbench.recipe import CrnnParams
 from pins import pinned_version
 
@@ -106,3 +107,16 @@ def test_reference_sizes_match_the_formulas(tf_python):
 
 def test_partial_last_batch_policy_and_loss_reduction(tmp_path, tf_python):
     check_partial_batch_policy(SMOKE, tmp_path, "tensorflow", reduction="mean")
+
+
+def test_chinese_lines_keep_ratio(tmp_path, tf_python):
+    """40 Chinese classes in the competition's CSV layout, the crnn keeping the aspect ratio, data.cache
+    none: savedmodel reloaded and ONNX run by the core, which rebuilds the zero-padded inputs exactly."""
+    # 40 hanzi: the blank is class 40 inside the backend and its exports
+    metrics = check_chinese_lines(tmp_path, "tensorflow", ["savedmodel", "onnx"], blank=40)
+    native = next(x for x in metrics["exports"] if x["format"] == "savedmodel")["parity"]
+    assert native["n"] == 16 and native["identical"] == 1.0, native
+    # the keep-ratio TFRecords have their own native directory, apart from a stretched copy of that width
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    native = Path(json.loads((run_dir / "job.json").read_text())["dataset"]["native_dir"])
+    assert (native / "128x32-keepratio" / "char_dict" / "ord_map.json").is_file()

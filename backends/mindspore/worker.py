@@ -12,6 +12,12 @@ divided by the batch). The partial last batch of an epoch is dropped or kept as 
 Labels are passed with their true lengths (WarpCTC passes its blank padding to the loss as labels;
 ocrbench does not — docs/backends.md).
 
+Images are decoded and resized in the ``mindspore.dataset`` map for every batch (``mindrecord.pipeline``),
+with ``data.cache`` memory or none alike: MindSpore's dataset cache needs a separate cache server, and the
+MindRecord rows are read by index, so memory is bounded by the batches in flight. The crnn's
+``keep_ratio`` resizes to height 32 keeping the aspect ratio and pads the normalised image with zeros on
+the right to the input width.
+
 Data parallel as WarpCTC's ``--run_distribute``: msrun starts one process per device (GPU, or CPU with
 ``--nproc``), each calls ``communication.init()`` (NCCL on GPUs, MindSpore's mccl on CPUs), sets
 ``DATA_PARALLEL`` with ``gradients_mean=True``, reads its MindDataset shard, and the train step averages
@@ -139,7 +145,7 @@ class MindSporeTrainer(Trainer):
         return mindrecord.pipeline(self.native, split, self.arch, self.height, self.width, batch,
                                    shuffle=train, workers=workers,
                                    drop_remainder=train and self._full_batches(),
-                                   shard=self.shard if train else (1, 0))
+                                   shard=self.shard if train else (1, 0), keep_ratio=self.keep_ratio)
 
     def _full_batches(self) -> bool:
         """``train.drop_last`` (WarpCTC drops the remainder too; full batches keep the graph's shapes
@@ -158,8 +164,9 @@ class MindSporeTrainer(Trainer):
         else:
             self.channels, self.height = 1, 32
         self.width = self.params["input_width"]
+        self.keep_ratio = bool(self.params.get("keep_ratio", False))   # crnn only; a data setting
         self.classes = job.charset.num_classes
-        self.net = build(self.arch, self.classes, self.params)
+        self.net = build(self.arch, self.classes, {k: v for k, v in self.params.items() if k != "keep_ratio"})
         self.im2col = job.gpus == 0   # CPU: convolutions as im2col + MatMul (model.Conv2d: ~30x faster)
         use_im2col(self.net, self.im2col)
         self.optimizer = make_optimizer(self.net.trainable_params(), job.train["optimizer"])
@@ -190,11 +197,16 @@ class MindSporeTrainer(Trainer):
         else:
             pixels, color = "x / 127.5 - 1 for x in 0..255 (range [-1, 1])", "gray"
             described = preprocess.describe(decode="rgb", mean=[0.5], std=[0.5],
-                                            to_gray=preprocess.ITU_601_GRAY, **size)
+                                            to_gray=preprocess.ITU_601_GRAY, keep_ratio=self.keep_ratio,
+                                            **size)
+        if self.keep_ratio:
+            resize = (f"bilinear to height {self.height} keeping the aspect ratio, width "
+                      f"min({self.width}, ceil({self.height} w / h)), then padded on the right to "
+                      f"{self.width} with zeros after normalising")
+        else:
+            resize = f"bilinear to {self.height}x{self.width}, aspect ratio not kept"
         return {"shape": [None, self.channels, self.height, self.width], "layout": "NCHW", "color": color,
-                "dtype": "float32", "pixels": pixels,
-                "resize": f"bilinear to {self.height}x{self.width}, aspect ratio not kept",
-                "preprocess": described}
+                "dtype": "float32", "pixels": pixels, "resize": resize, "preprocess": described}
 
     def output_spec(self) -> dict:
         return {"blank": self.classes - 1, "labels": "charset[k] is class k; the blank is the last class",

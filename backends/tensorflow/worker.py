@@ -4,10 +4,18 @@ Native data is CRNN_Tensorflow's TFRecords layout (see ``tfrecords.py``), read w
 backend the **CTC blank is the last class** and character ``charset[k]`` is class ``k`` (upstream's
 convention, also in the exports' metadata); best paths are converted to ocrbench's blank-0 convention in
 ``predict`` (``ocrbench.codec.from_blank_last``). Images are NHWC; ShadowNet reads BGR, the shared crnn
-reads gray, both scaled to [-1, 1]. Loss: ``tf.nn.ctc_loss`` on sparse labels (the native CTC kernel,
-blank last), averaged over the batch as upstream (``loss_spec``: mean, logged per sample). The partial last
-batch of an epoch is dropped or kept as ``train.drop_last`` says (``padded_batch(drop_remainder=...)``).
+reads gray, both scaled to [-1, 1]. With the crnn's ``keep_ratio`` the images are resized to height 32
+keeping their aspect ratio (width ``ocrbench.preprocess.keep_ratio_width``), normalised and padded on the
+right with zeros (0.0, after normalising) to the input width, per image in the tf.data map. Loss:
+``tf.nn.ctc_loss`` on sparse labels (the native CTC kernel, blank last), averaged over the batch as
+upstream (``loss_spec``: mean, logged per sample). The partial last batch of an epoch is dropped or kept as
+``train.drop_last`` says (``padded_batch(drop_remainder=...)``).
 The training step is a ``tf.function`` without XLA (measured slower on CPU; see docs/backends.md).
+
+Memory: with ``data.cache: memory`` the parsed records are cached by tf.data and each epoch shuffles them
+in a buffer of the whole split; with ``none`` nothing whole-split is held but the record
+byte offsets and the epoch's order (the same seeded order: ``tfrecords.shuffled_order``), and the records
+are read from the files as the batches need them.
 
 Data parallel with tf.distribute: on one machine a ``MirroredStrategy`` over the GPUs, or over N logical
 CPU devices (``--nproc N``: the CPU is split with ``set_logical_device_configuration``, gradients summed
@@ -91,18 +99,26 @@ class TensorFlowTrainer(Trainer):
 
     # ---------------------------------------------------------------------------------------- data
     def prepare(self) -> dict:
-        """Canonical dataset -> TFRecords + dictionaries under native/tensorflow/<W>x32 (shared by runs)."""
+        """Canonical dataset -> TFRecords + dictionaries under native/tensorflow/<W>x32 (stretched) or
+        <W>x32-keepratio (the crnn's keep_ratio), shared by runs."""
         job = self.job
         self.width = job.model["params"]["input_width"]
-        self.native = job.native_dir / f"{self.width}x{HEIGHT}"
+        self.keep_ratio = bool(job.model["params"].get("keep_ratio", False))
+        self.native = job.native_dir / tfrecords.native_name(self.width, self.keep_ratio)
         reused = (self.native / "char_dict" / "ord_map.json").is_file()
         if not reused:
-            tfrecords.write_native(job.dataset_dir, job.charset.chars, self.native, self.width)
-        self.records = {split: tfrecords.parsed_records(self.native, split, self.width)
+            tfrecords.write_native(job.dataset_dir, job.charset.chars, self.native, self.width,
+                                   self.keep_ratio)
+        self.records = {split: tfrecords.parsed_records(self.native, split, self.width, self.keep_ratio,
+                                                        cache=self.cache_images)
                         for split in ("train", "eval")}
+        self.index = None if self.cache_images else tfrecords.RecordIndex(
+            tfrecords.record_files(self.native, "train"))
         self.sizes = {split: len(self.sample_ids(split)) for split in ("train", "eval")}
-        return {"format": "tfrecords (CRNN_Tensorflow layout: images/labels/imagepaths + char_dict, ord_map)",
-                "path": str(self.native), "reused": reused}
+        layout = "images/labels/imagepaths" + ("/widths, aspect ratio kept" if self.keep_ratio else "")
+        return {"format": f"tfrecords (CRNN_Tensorflow layout: {layout} + char_dict, ord_map)",
+                "path": str(self.native), "reused": reused,
+                "cache": "memory (tf.data cache)" if self.cache_images else "none (streamed from the files)"}
 
     # --------------------------------------------------------------------------------------- model
     def build(self) -> dict:
@@ -112,7 +128,8 @@ class TensorFlowTrainer(Trainer):
         self.classes = job.charset.num_classes          # characters + 1; blank = classes - 1
         scope = self.strategy.scope() if self.strategy is not None else tf.device(self.device)
         with scope:
-            self.model = build(arch, self.classes, self.params)
+            network = {k: v for k, v in self.params.items() if k != "keep_ratio"}   # keep_ratio: the data's
+            self.model = build(arch, self.classes, network)
             self.optimizer = make_optimizer(job.train["optimizer"])
             self.optimizer.build(self.model.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
@@ -126,12 +143,30 @@ class TensorFlowTrainer(Trainer):
     def _spec(self, dtype=tf.float32) -> tf.TensorSpec:
         return tf.TensorSpec([None, HEIGHT, self.width, input_channels(self.arch)], dtype, name="image")
 
-    def to_input(self, images_bgr: tf.Tensor) -> tf.Tensor:
-        """uint8 BGR (B, 32, W, 3) in 0..255 -> float32 model input in [-1, 1] (gray for crnn)."""
+    def normalise(self, images_bgr: tf.Tensor) -> tf.Tensor:
+        """uint8 BGR (..., 32, w, 3) in 0..255 -> float32 in [-1, 1], NHWC: gray (one channel,
+        ``tf.image.rgb_to_grayscale`` of the float RGB) for crnn, BGR for shadownet."""
         x = tf.cast(images_bgr, tf.float32)
         if input_channels(self.arch) == 1:
             x = tf.image.rgb_to_grayscale(x[..., ::-1])
         return x / 127.5 - 1.0
+
+    def to_input(self, batch: tf.Tensor) -> tf.Tensor:
+        """A pipeline batch -> the model input float32 (B, 32, W, C) in [-1, 1]. Stretched records arrive
+        as uint8 BGR and are normalised here (inside the train step's graph); keep-ratio batches were
+        normalised and zero-padded per image by the pipeline (``keep_ratio_input``) and pass unchanged."""
+        return batch if self.keep_ratio else self.normalise(batch)
+
+    def keep_ratio_input(self, image, labels, length, sample_id):
+        """One keep-ratio record (uint8 BGR (32, w, 3), w <= W) -> normalised float32 (32, W, C), padded on
+        the right with zeros *after* normalising (0.0, not a black pixel)."""
+        x = self.normalise(image)
+        x = tf.pad(x, [[0, 0], [0, self.width - tf.shape(x)[1]], [0, 0]])
+        return tf.ensure_shape(x, [HEIGHT, self.width, input_channels(self.arch)]), labels, length, sample_id
+
+    def _transform(self):
+        """The per-record map before batching: the keep-ratio normalise-and-pad, or nothing."""
+        return self.keep_ratio_input if self.keep_ratio else None
 
     def _make_train_step(self):
         variables = self.model.trainable_variables
@@ -161,7 +196,9 @@ class TensorFlowTrainer(Trainer):
             self.optimizer.apply_gradients(zip(grads, variables))
             return loss
 
-        signature = [tf.TensorSpec([None, HEIGHT, self.width, 3], tf.uint8),
+        images = (tf.TensorSpec([None, HEIGHT, self.width, input_channels(self.arch)], tf.float32)
+                  if self.keep_ratio else tf.TensorSpec([None, HEIGHT, self.width, 3], tf.uint8))
+        signature = [images,
                      tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
         if strategy is None:
             return tf.function(replica_step, input_signature=signature)
@@ -188,22 +225,40 @@ class TensorFlowTrainer(Trainer):
     def input_spec(self) -> dict:
         gray = input_channels(self.arch) == 1
         color = "gray (0.2989 R + 0.587 G + 0.114 B, tf.image.rgb_to_grayscale)" if gray else "BGR"
-        # TFRecords hold PIL-resized pixels (tfrecords.encode); gray is computed in TF after the resize
+        # TFRecords hold PIL-resized pixels (tfrecords.load_bgr); gray is computed in TF after the resize
         described = preprocess.describe(decode="rgb" if gray else "bgr", decoder="pil", height=HEIGHT,
                                         width=self.width, interpolation="pil_bilinear", mean=[0.5], std=[0.5],
-                                        layout="NHWC", to_gray=preprocess.TF_GRAY if gray else None)
+                                        layout="NHWC", to_gray=preprocess.TF_GRAY if gray else None,
+                                        keep_ratio=self.keep_ratio)
+        if self.keep_ratio:
+            resize = (f"bilinear (PIL) to height {HEIGHT} keeping the aspect ratio, width min({self.width}, "
+                      f"ceil({HEIGHT} w / h)), then padded on the right to {self.width} with zeros after "
+                      "normalising")
+        else:
+            resize = f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept"
         return {"shape": [None, HEIGHT, self.width, input_channels(self.arch)], "layout": "NHWC",
                 "color": color, "dtype": "float32", "pixels": "x / 127.5 - 1 for x in 0..255 (range [-1, 1])",
-                "resize": f"bilinear to {HEIGHT}x{self.width}, aspect ratio not kept",
-                "preprocess": described}
+                "resize": resize, "preprocess": described}
 
     def output_spec(self) -> dict:
         return {"blank": self.classes - 1, "labels": "charset[k] is class k; the blank is the last class",
                 "output": "logits (batch, time, classes), batch-major", "layout": "BTC"}
 
+    def _train_batches(self, epoch: int) -> tf.data.Dataset:
+        """The epoch's training batches in its seeded order (``epoch_seed``): the cached records shuffled
+        in a whole-split buffer (``data.cache: memory``), or the same order read record by record from the
+        files (``none``: only the order and the record offsets are whole-split)."""
+        seed, drop = self.epoch_seed(epoch), self._drop_remainder()
+        if self.cache_images:
+            return tfrecords.batches(self.records["train"], self.global_batch, seed, SHUFFLE_BUFFER,
+                                     drop_remainder=drop, transform=self._transform())
+        order = tfrecords.shuffled_order(len(self.index), seed, SHUFFLE_BUFFER)
+        records = tfrecords.streamed_records(self.native, "train", self.width, order, self.keep_ratio,
+                                             self.index)
+        return tfrecords.batches(records, self.global_batch, drop_remainder=drop, transform=self._transform())
+
     def train_epoch(self, ctx: EpochContext) -> float:
-        data = tfrecords.batches(self.records["train"], self.global_batch, self.epoch_seed(ctx.epoch),
-                                 SHUFFLE_BUFFER, drop_remainder=self._drop_remainder())
+        data = self._train_batches(ctx.epoch)
         if self.strategy is not None:   # each replica gets its slice of every global batch
             data = self.strategy.experimental_distribute_dataset(data.map(lambda *x: x[:3]).with_options(
                 shard_by_data()))
@@ -246,7 +301,8 @@ class TensorFlowTrainer(Trainer):
         return None
 
     def _predict_with(self, logits_fn, split: str):
-        data = tfrecords.batches(self.records[split], self.job.eval["batch_size"])
+        data = tfrecords.batches(self.records[split], self.job.eval["batch_size"],
+                                 transform=self._transform())
         with tf.device(self.device):
             for images, _, _, ids in data:
                 logits = logits_fn(self.to_input(images))
@@ -276,7 +332,8 @@ class TensorFlowTrainer(Trainer):
     # --------------------------------------------------------------------------------------- export
     def reference_batch(self, n: int):
         """The first n eval records through the TFRecord pipeline and the logits (B, T, C, blank last)."""
-        images, _, _, ids = next(iter(tfrecords.batches(self.records["eval"], n)))
+        images, _, _, ids = next(iter(tfrecords.batches(self.records["eval"], n,
+                                                        transform=self._transform())))
         with tf.device(self.device):
             inputs = self.to_input(images)
             outputs = self._logits(inputs)
