@@ -1,3 +1,4 @@
+import hashlib
 import os
 import subprocess
 import sys
@@ -16,6 +17,18 @@ def isolated_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("OCRBENCH_HOME", str(home))
     return home
+
+
+def quiet(_message):
+    """A log function that prints nothing (dataset preparation in tests)."""
+
+
+def tree_digest(root):
+    """sha256 over every file of a prepared dataset but its manifest (paths and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def run_cli(*args, env=None, cwd=None, timeout=900):

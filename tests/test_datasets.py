@@ -1,6 +1,5 @@
 """The canonical dataset: deterministic captchas, imports, bad-data policy, LMDB layout."""
 
-import hashlib
 import io
 import json
 
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import quiet, tree_digest
 from ocrbench import datasets
 from ocrbench.errors import OcrbenchError
 from ocrbench.lmdb_layout import LmdbReader, write_lmdb
@@ -18,17 +18,6 @@ from ocrbench.recipe import CaptchaData, CsvData, FilenamesData, LabelFileData, 
 def captcha(**overrides) -> dict:
     base = dict(source="captcha", width=80, height=32, font_sizes=[24], train_size=30, eval_size=10, seed=5)
     return CaptchaData(**{**base, **overrides}).model_dump(mode="json")
-
-
-def quiet(_message):
-    pass
-
-
-def tree_digest(root):
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"):
-        digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 def test_same_seed_same_bytes_whatever_the_worker_count(isolated_home, tmp_path, monkeypatch):

@@ -1,26 +1,15 @@
 """Synthetic text lines (data.source: textlines), dictionary files, fonts, CTC feasibility."""
 
-import hashlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from competition import HANZI, tiny_lines, write_competition_layout
+from conftest import quiet, tree_digest
 from ocrbench import ctc_feasibility, datasets, dictionaries, fonts
 from ocrbench.errors import OcrbenchError
 from ocrbench.recipe import CsvData, LabelFileData, TextLinesData, validate_data
-
-
-def quiet(_message):
-    pass
-
-
-def tree_digest(root):
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"):
-        digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------- text lines

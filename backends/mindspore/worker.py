@@ -164,9 +164,8 @@ class MindSporeTrainer(Trainer):
         else:
             self.channels, self.height = 1, 32
         self.width = self.params["input_width"]
-        self.keep_ratio = bool(self.params.get("keep_ratio", False))   # crnn only; a data setting
         self.classes = job.charset.num_classes
-        self.net = build(self.arch, self.classes, {k: v for k, v in self.params.items() if k != "keep_ratio"})
+        self.net = build(self.arch, self.classes, self.network_params)
         self.im2col = job.gpus == 0   # CPU: convolutions as im2col + MatMul (model.Conv2d: ~30x faster)
         use_im2col(self.net, self.im2col)
         self.optimizer = make_optimizer(self.net.trainable_params(), job.train["optimizer"])

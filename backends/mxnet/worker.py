@@ -187,12 +187,6 @@ class MxnetTrainer(Trainer):
         params = self.job.model["params"]
         return params.get("input_height", 32), params["input_width"]
 
-    @property
-    def keep_ratio(self) -> bool:
-        """The shared crnn's ``model.params.keep_ratio`` (false for lstm_ctc, and for jobs written before
-        the key existed)."""
-        return bool(self.job.model["params"].get("keep_ratio", False))
-
     def _input_image(self) -> InputImage:
         height, width = self._input_size()
         return InputImage(height, width, self.keep_ratio, self.scale, self.shift)
@@ -223,9 +217,7 @@ class MxnetTrainer(Trainer):
         job = self.job
         arch = job.model["arch"]
         self.scale, self.shift, self.pixels = PIXEL_SCALE[arch]
-        # keep_ratio is preprocessing (the data pipeline's), not a layer of the network
-        self.net = build(arch, job.charset.num_classes,
-                         {k: v for k, v in job.model["params"].items() if k != "keep_ratio"})
+        self.net = build(arch, job.charset.num_classes, self.network_params)
         self.net.initialize(mx.init.Xavier(factor_type="in", magnitude=2.34), ctx=self.ctxs)
         self.net.hybridize(static_alloc=True, static_shape=True)
         self.trainer = gluon.Trainer(self.net.collect_params(), *optimizer_args(job.train["optimizer"]),

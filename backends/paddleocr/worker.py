@@ -151,11 +151,8 @@ class PaddleTrainer(Trainer):
         self.arch, self.params = job.model["arch"], job.model["params"]
         self.width = self.params["input_width"]
         self.channels = 3 if self.arch == "crnn_mobilenetv3" else 1
-        self.keep_ratio = self.arch == "crnn" and bool(self.params.get("keep_ratio", False))
         self.images = Images(job.dataset_dir, self.arch, self.width, self.keep_ratio, cache=self.cache_images)
-        # keep_ratio is preprocessing (the data pipeline's), not a layer of the network
-        self.model = build(self.arch, job.charset.num_classes,
-                           {k: v for k, v in self.params.items() if k != "keep_ratio"})
+        self.model = build(self.arch, job.charset.num_classes, self.network_params)
         self.trained = paddle.DataParallel(self.model) if self.parallel else self.model   # what trains
         self.sampler = None
         if self.parallel:   # this rank's batches of each epoch (train.drop_last, of this rank's share)

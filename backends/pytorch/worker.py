@@ -200,11 +200,6 @@ class TorchTrainer(Trainer):
         params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return {"arch": job.model["arch"], "params": params, "classes": classes}
 
-    @property
-    def keep_ratio(self) -> bool:
-        """``model.params.keep_ratio`` (absent from jobs written before the key existed: false)."""
-        return bool(self.params.get("keep_ratio", False))
-
     def steps_per_epoch(self) -> int:
         return len(self.train_loader)
 

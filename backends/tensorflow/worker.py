@@ -103,7 +103,6 @@ class TensorFlowTrainer(Trainer):
         <W>x32-keepratio (the crnn's keep_ratio), shared by runs."""
         job = self.job
         self.width = job.model["params"]["input_width"]
-        self.keep_ratio = bool(job.model["params"].get("keep_ratio", False))
         self.native = job.native_dir / tfrecords.native_name(self.width, self.keep_ratio)
         reused = (self.native / "char_dict" / "ord_map.json").is_file()
         if not reused:
@@ -128,8 +127,7 @@ class TensorFlowTrainer(Trainer):
         self.classes = job.charset.num_classes          # characters + 1; blank = classes - 1
         scope = self.strategy.scope() if self.strategy is not None else tf.device(self.device)
         with scope:
-            network = {k: v for k, v in self.params.items() if k != "keep_ratio"}   # keep_ratio: the data's
-            self.model = build(arch, self.classes, network)
+            self.model = build(arch, self.classes, self.network_params)
             self.optimizer = make_optimizer(job.train["optimizer"])
             self.optimizer.build(self.model.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)

@@ -54,6 +54,7 @@ class LossSpec:
 DEFAULT_OUTPUT_SPEC = {"blank": 0, "labels": "charset[k] is class k + 1; the blank is class 0",
                        "output": "logits (time, batch, classes), time-major", "layout": "TBC"}
 SHUFFLE_SEED_STRIDE = 100_003   # Trainer.epoch_seed: seed * stride + epoch
+PREPROCESS_PARAMS = ("keep_ratio",)   # model.params keys of the data pipeline, not of the network
 
 
 Batches = Iterable[tuple[list[str], np.ndarray]]
@@ -193,6 +194,18 @@ class Trainer(abc.ABC):
         """The shuffle seed of training epoch ``epoch``: ``seed * 100003 + epoch``, so an epoch's order is
         the same after a resume."""
         return self.seed * SHUFFLE_SEED_STRIDE + epoch
+
+    @property
+    def keep_ratio(self) -> bool:
+        """The shared crnn's ``model.params.keep_ratio``: resize keeping the aspect ratio and pad (false for
+        architectures without the key, and for jobs written before it existed)."""
+        return bool(self.job.model["params"].get("keep_ratio", False))
+
+    @property
+    def network_params(self) -> dict:
+        """``model.params`` without the keys that describe preprocessing rather than the network
+        (PREPROCESS_PARAMS): what a backend passes to its network's constructor."""
+        return {k: v for k, v in self.job.model["params"].items() if k not in PREPROCESS_PARAMS}
 
     @property
     def cache_images(self) -> bool:
