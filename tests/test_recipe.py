@@ -122,8 +122,9 @@ def test_cli_validate_prints_the_resolved_recipe(tmp_path):
 def test_every_shipped_recipe_is_valid():
     from conftest import RECIPES, ROOT
 
-    recipes = sorted(RECIPES.rglob("*.yml")) + sorted((ROOT / "backends").glob("*/smoke.yml"))
-    assert len(recipes) >= 10
+    recipes = (sorted(RECIPES.rglob("*.yml")) + sorted((ROOT / "backends").glob("*/smoke.yml"))
+               + sorted((ROOT / "benchmarks").rglob("*.yml")))
+    assert len(recipes) >= 13
     for path in recipes:
         recipe, resolved_path = load_recipe(path)
         plan(recipe, resolved_path)
