@@ -9,13 +9,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 BACKENDS = ["pytorch", "mxnet", "tensorflow", "mindspore", "paddleocr"]
 
 
-def run_recipe(recipe: Path, backend: str, out: Path, overrides: list[str] = ()) -> Path:
+def run_recipe(recipe: Path, backend: str, out: Path, overrides: list[str] = (),
+               memory: MemoryPeaks | None = None) -> Path:
     """``ocrbench run RECIPE --backend BACKEND --out OUT [--set K=V ...]``; returns the new run directory.
+    With ``memory``, the run's process tree is sampled into it while it runs.
 
     Fails (``CalledProcessError``) when the run fails: a benchmark never reports a failed run's figures."""
     ocrbench = Path(sys.executable).parent / "ocrbench"
@@ -23,9 +29,48 @@ def run_recipe(recipe: Path, backend: str, out: Path, overrides: list[str] = ())
     command = [str(ocrbench), "run", str(recipe), "--backend", backend, "--out", str(out)]
     for override in overrides:
         command += ["--set", override]
-    subprocess.run(command, check=True)
+    process = subprocess.Popen(command)
+    while process.poll() is None:
+        if memory is not None:
+            memory.sample(process.pid)
+        time.sleep(SAMPLE_S)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
     (run_dir,) = set(out.glob("*")) - before
     return run_dir
+
+
+SAMPLE_S = 0.25   # seconds between memory samples of a running benchmark
+
+
+@dataclass
+class MemoryPeaks:
+    """Peaks of the worker processes' memory (MiB) over one run, sampled every ``SAMPLE_S`` seconds:
+
+    - ``anonymous``: the largest sum over the run's worker processes (everything below the ``ocrbench``
+      process) of resident memory not backed by a file (psutil ``rss - shared``: heap, tensors, caches);
+    - ``file_backed``: the largest sum of their resident file-backed pages (memory-mapped files such as an
+      LMDB being read, shared libraries) — page cache the kernel can drop, which ``ru_maxrss`` (metrics.json's
+      ``peak_rss_mb``) counts as well."""
+
+    anonymous: float = 0.0
+    file_backed: float = 0.0
+
+    def sample(self, root_pid: int) -> None:
+        try:
+            workers = psutil.Process(root_pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        anonymous = file_backed = 0
+        for worker in workers:
+            try:
+                info = worker.memory_info()
+            except psutil.NoSuchProcess:
+                continue
+            anonymous += info.rss - info.shared
+            file_backed += info.shared
+        self.anonymous = max(self.anonymous, anonymous / 2**20)
+        self.file_backed = max(self.file_backed, file_backed / 2**20)
 
 
 def metrics(run_dir: Path) -> dict:

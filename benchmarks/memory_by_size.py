@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import BACKENDS, metrics, run_recipe, write_table
+from common import BACKENDS, MemoryPeaks, metrics, run_recipe, write_table
 
 RECIPE = Path(__file__).resolve().parent / "memory" / "lines.yml"
 
@@ -30,14 +30,17 @@ def main() -> None:
     rows = []
     for backend in args.backend.split(","):
         for size, cache in cases:
+            peaks = MemoryPeaks()
             run_dir = run_recipe(RECIPE, backend, args.out / backend / f"{size}-{cache}",
-                                 [f"data.train_size={size}", f"data.cache={cache}"])
+                                 [f"data.train_size={size}", f"data.cache={cache}"], memory=peaks)
             train = metrics(run_dir)["train"]
             resolved = json.loads((run_dir / "job.json").read_text())["dataset"]["cache"]
             rows.append({"backend": backend, "train_lines": size, "cache": cache, "resolved": resolved,
-                         "peak_rss_mb": train["peak_rss_mb"], "train_s": train["train_s"]})
+                         "peak_rss_mb": train["peak_rss_mb"], "peak_anonymous_mb": peaks.anonymous,
+                         "peak_file_backed_mb": peaks.file_backed, "train_s": train["train_s"]})
             print(f"{backend:<11} {size:>7} lines  cache {cache} -> {resolved:<6} "
-                  f"peak RSS {train['peak_rss_mb']:7.0f} MiB  train {train['train_s']:6.0f} s", flush=True)
+                  f"peak RSS {train['peak_rss_mb']:6.0f} MiB (anonymous {peaks.anonymous:6.0f}, file-backed "
+                  f"{peaks.file_backed:5.0f})  train {train['train_s']:5.0f} s", flush=True)
     write_table(rows, args.out / "memory_by_size.json")
 
 

@@ -210,6 +210,17 @@ def test_lmdb_layout_is_one_based_and_readable_like_crnn_pytorch(tmp_path):
     assert [text for _, text in LmdbReader(path)] == ["12", "345"]
 
 
+def test_lmdb_reader_reads_the_same_across_its_remaps(tmp_path, monkeypatch):
+    # the reader re-opens its memory map every REMAP_EVERY reads (bounded RSS); 3 here, so 10 reads remap 3x
+    path = tmp_path / "db"
+    samples = [(_png(i % 5 + 1), str(i)) for i in range(7)]
+    write_lmdb(path, samples)
+    monkeypatch.setattr(LmdbReader, "REMAP_EVERY", 3)
+    reader = LmdbReader(path)
+    order = [6, 0, 3, 3, 1, 5, 2, 4, 0, 6]
+    assert [reader[i] for i in order] == [samples[i] for i in order]
+
+
 def test_lmdb_source_imports_a_dtrb_database(isolated_home, tmp_path):
     write_lmdb(tmp_path / "train", [(_png(1), "ab"), (_png(2), "ba")])
     write_lmdb(tmp_path / "eval", [(_png(3), "a")])
