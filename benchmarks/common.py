@@ -6,6 +6,7 @@ separate ``ocrbench run`` process, one at a time, so a figure is never measured 
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -16,6 +17,15 @@ from pathlib import Path
 import psutil
 
 BACKENDS = ["pytorch", "mxnet", "tensorflow", "mindspore", "paddleocr"]
+SAMPLE_S = 0.25   # seconds between memory samples of a running benchmark
+
+
+def backend_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options every benchmark has: ``--backend a,b`` (default: all five) and ``--out DIR``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--backend", default=",".join(BACKENDS), help="comma-separated backends")
+    parser.add_argument("--out", type=Path, default=Path(out), help="directory for the runs and the table")
+    return parser
 
 
 def run_recipe(recipe: Path, backend: str, out: Path, overrides: list[str] = (),
@@ -39,8 +49,6 @@ def run_recipe(recipe: Path, backend: str, out: Path, overrides: list[str] = (),
     (run_dir,) = set(out.glob("*")) - before
     return run_dir
 
-
-SAMPLE_S = 0.25   # seconds between memory samples of a running benchmark
 
 
 @dataclass
@@ -76,6 +84,11 @@ class MemoryPeaks:
 def metrics(run_dir: Path) -> dict:
     """The run's metrics.json."""
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def job_spec(run_dir: Path) -> dict:
+    """The run's job.json (what the core resolved for the worker, e.g. ``dataset.cache``)."""
+    return json.loads((run_dir / "job.json").read_text())
 
 
 def write_table(rows: list[dict], path: Path) -> None:

@@ -10,20 +10,16 @@ must not grow with the number of lines. A JSON copy goes to ``DIR/memory_by_size
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
-from common import BACKENDS, MemoryPeaks, metrics, run_recipe, write_table
+from common import MemoryPeaks, backend_parser, job_spec, metrics, run_recipe, write_table
 
 RECIPE = Path(__file__).resolve().parent / "memory" / "lines.yml"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default=",".join(BACKENDS))
-    parser.add_argument("--sizes", default="20000,200000")
-    parser.add_argument("--out", type=Path, default=Path("build/memory-by-size"))
+    parser = backend_parser(__doc__, "build/memory-by-size")
+    parser.add_argument("--sizes", default="20000,200000", help="comma-separated train split sizes")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     cases = [(size, "none") for size in sizes] + [(sizes[0], "auto")]
@@ -34,7 +30,7 @@ def main() -> None:
             run_dir = run_recipe(RECIPE, backend, args.out / backend / f"{size}-{cache}",
                                  [f"data.train_size={size}", f"data.cache={cache}"], memory=peaks)
             train = metrics(run_dir)["train"]
-            resolved = json.loads((run_dir / "job.json").read_text())["dataset"]["cache"]
+            resolved = job_spec(run_dir)["dataset"]["cache"]
             rows.append({"backend": backend, "train_lines": size, "cache": cache, "resolved": resolved,
                          "peak_rss_mb": train["peak_rss_mb"], "peak_anonymous_mb": peaks.anonymous,
                          "peak_file_backed_mb": peaks.file_backed, "train_s": train["train_s"]})

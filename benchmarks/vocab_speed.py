@@ -16,11 +16,11 @@ this script. A JSON copy of the table goes to ``DIR/vocab_speed.json``.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
-from common import BACKENDS, metrics, run_recipe, write_table
+from common import backend_parser, metrics, run_recipe, write_table
+
+from ocrbench.results import latest_attempt, read_events
 
 HERE = Path(__file__).resolve().parent
 RECIPES = {"captcha_11": HERE / "vocab" / "captcha_11.yml", "zh_1001": HERE / "vocab" / "zh_1001.yml"}
@@ -28,7 +28,7 @@ RECIPES = {"captcha_11": HERE / "vocab" / "captcha_11.yml", "zh_1001": HERE / "v
 
 def steady_samples_per_s(events_file: Path, batch: int) -> float:
     """Images per second between the first step event past 25 % of the run's steps and the last one."""
-    steps = [json.loads(line) for line in events_file.read_text().splitlines() if '"event": "step"' in line]
+    steps = [e for e in latest_attempt(read_events(events_file)) if e["event"] == "step"]
     if len(steps) < 2:
         raise SystemExit(f"{events_file}: fewer than two step events; cannot measure throughput")
     first = next(e for e in steps if e["step"] >= steps[-1]["step"] / 4)
@@ -39,9 +39,7 @@ def steady_samples_per_s(events_file: Path, batch: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default=",".join(BACKENDS))
-    parser.add_argument("--out", type=Path, default=Path("build/vocab-speed"))
+    parser = backend_parser(__doc__, "build/vocab-speed")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override applied to both recipes (e.g. model.params.input_width=160)")
     args = parser.parse_args()

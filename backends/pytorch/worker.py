@@ -55,7 +55,9 @@ class LmdbImages(Dataset):
         self.width = width
         self.keep_ratio = keep_ratio
         self._reader: LmdbReader | None = None
-        self._length = len(LmdbReader(path))
+        counter = LmdbReader(path)   # only for the length; each process opens its own reader to read
+        self._length = len(counter)
+        counter.close()
         self._cache: dict[int, tuple[np.ndarray, str]] | None = {} if cache else None
 
     def __len__(self) -> int:
