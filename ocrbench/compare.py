@@ -156,7 +156,14 @@ def input_size(m: dict) -> str | None:
     return "x".join([shape[2], shape[3], shape[1]])  # NCHW
 
 
+def init_mode(m: dict) -> str:
+    """How the run's weights started: ``framework``, ``shared`` or ``file`` (metrics.json ``model.init``;
+    files written before it was recorded started from the framework's initialiser)."""
+    return (m["model"].get("init") or {}).get("mode", "framework")
+
+
 PARITY: dict[str, Callable[[dict], Any]] = {
+    "init (model.init)": init_mode,
     "dataset fingerprint": lambda m: m["dataset"]["fingerprint"],
     "charset": lambda m: m["dataset"]["charset"],
     "eval protocol": lambda m: json.dumps(m["eval"]["protocol"], sort_keys=True),
@@ -332,7 +339,8 @@ def _row(runs: list[Run], varying: list[str]) -> Row:
     text = {"backend": backend["name"],
             "framework": f"{backend['framework']} {backend['version'] or ''}".strip(),
             "arch": backend["arch"], "seeds": ", ".join(str(s) for s in seeds), "status": status,
-            "native format": native_format(first), "devices": devices(first), "loss": loss_reduction(first)}
+            "native format": native_format(first), "devices": devices(first), "loss": loss_reduction(first),
+            "init": init_mode(first)}
     label = runs[0].run_id if len(runs) == 1 else f"{backend['name']} ({len(runs)} seeds)"
     values = {m.key: aggregate([m.get(r.metrics) for r in runs]) for m in METRICS}
     params = recipe_parameters(runs[0])
@@ -342,7 +350,7 @@ def _row(runs: list[Run], varying: list[str]) -> Row:
 def not_started_row(backend: str, reason: str) -> Row:
     """A row for a backend whose run could not even start (e.g. its environment is not installed)."""
     text = {"backend": backend, "framework": "-", "arch": "-", "seeds": "", "status": f"failed: {reason}",
-            "native format": "-", "devices": "-", "loss": "-"}
+            "native format": "-", "devices": "-", "loss": "-", "init": "-"}
     return Row(backend, [], text, {m.key: Stat(None, None, 0) for m in METRICS}, {}, ok=False)
 
 

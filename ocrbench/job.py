@@ -31,7 +31,8 @@ from ocrbench.errors import OcrbenchError
 
 JOB_SCHEMA = "ocrbench.job/2"
 # train (then export), or ``ocrbench export``: the last checkpoint exported again
-STAGES = ("train", "export")
+# equivalence: one probe batch through the network (ocrbench.equivalence), nothing trained or exported
+STAGES = ("train", "export", "equivalence")
 CACHE_POLICIES = ("memory", "none")   # data.cache as resolved by the core (ocrbench.plan.resolve_cache)
 DEFAULT_PATHS = {"events": "events.jsonl", "native_log": "native.log", "checkpoints": "checkpoints",
                  "predictions": "predictions", "exports": "exports"}
@@ -136,6 +137,7 @@ class Job:
     stage: str = "train"
     resume: bool = False
     recipe_path: str | None = None
+    init_weights: Path | None = None     # neutral weights (ocrbench.weights) to start from: model.init
     paths: dict = field(default_factory=lambda: dict(DEFAULT_PATHS))
 
     def __post_init__(self):

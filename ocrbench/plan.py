@@ -51,6 +51,13 @@ def plan(recipe: Recipe, recipe_path: Path | None) -> Plan:
         raise OcrbenchError(f"{origin}: export.formats: {spec.name} cannot export {unsupported} "
                             f"(it can: {', '.join(spec.export_formats)}, "
                             f"or 'native' for {spec.export_formats[0]})")
+    if arch not in WEIGHTS_ARCHS and "weights" in formats:
+        raise OcrbenchError(f"{origin}: export.formats: 'weights' (neutral weights) exists for the shared "
+                            f"{', '.join(WEIGHTS_ARCHS)} only, not model.arch {arch!r}")
+    if arch not in WEIGHTS_ARCHS and recipe.model.init != "framework":
+        raise OcrbenchError(f"{origin}: model.init: only the shared {', '.join(WEIGHTS_ARCHS)} can start "
+                            f"from neutral weights, not model.arch {arch!r}",
+                            hint="use model.init: framework for a backend's own architecture")
     if getattr(recipe.data, "online", False) and not spec.online_data:
         raise OcrbenchError(f"{origin}: data.online: backend {spec.name!r} cannot stream captchas on the fly",
                             hint="set data.online: false (train on the prepared dataset)")
@@ -62,6 +69,7 @@ def plan(recipe: Recipe, recipe_path: Path | None) -> Plan:
     return Plan(recipe, recipe.resolved(), spec, recipe_path, base_dir)
 
 
+WEIGHTS_ARCHS = ("crnn",)   # architectures with a neutral weights layout (ocrbench.weights)
 CACHE_LIMIT_BYTES = 512 * 2**20   # data.cache: auto keeps decoded images in memory up to this size
 
 

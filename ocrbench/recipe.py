@@ -99,9 +99,24 @@ def column_lstm_param_count(inputs: int, hidden: int, layers: int, classes: int)
 SHARED_ARCHS: dict[str, type[ArchParams]] = {"crnn": CrnnParams}
 
 
+class InitFrom(Section):
+    """``model.init: {from: PATH}``: start from a neutral weights file (``ocrbench.weights``) or from the
+    weights export of a finished run (``RUN/exports/weights/model.safetensors``)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
+                              serialize_by_alias=True)
+
+    from_: str = Field(alias="from", min_length=1, description="a model.safetensors file or a run directory; "
+                       "relative to the recipe's directory")
+
+
 class ModelSection(Section):
     arch: str = "crnn"
     params: dict[str, Any] = Field(default_factory=dict)
+    init: Literal["framework", "shared"] | InitFrom = Field(
+        "framework", description="framework: each framework's own initialiser; shared: weights drawn once "
+        "by the core from train.seed (ocrbench.weights.INIT_SCHEME) and loaded by every backend; "
+        "{from: PATH}: neutral weights of the shared crnn (a file or a run directory)")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -341,6 +356,10 @@ class TrainSection(Section):
         "per_device", description="per_device: batch_size images on every device (global batch = "
         "batch_size x world size); global: batch_size images per step over all devices (split evenly; "
         "must divide)")
+    loss_reduction: Literal["backend", "mean", "sum", "char_mean"] = Field(
+        "backend", description="how a batch's per-sample CTC losses become the loss whose gradient is "
+        "taken, in every backend alike: mean, sum, or char_mean (each divided by its label length, then "
+        "averaged); backend: the backend's reference choice (docs/backends.md)")
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
         "none", description="learning rate x world size (linear, as MindSpore WarpCTC's device_num), x its "
         "square root (sqrt), or unchanged (none); applies when training on several devices")

@@ -52,7 +52,7 @@ def metric_cell(comparison: Comparison, row: Row, metric: Metric) -> str:
 
 
 def text_columns(comparison: Comparison) -> list[str]:
-    columns = ["backend", "framework", "arch"]
+    columns = ["backend", "framework", "arch", "init"]
     if comparison.show_devices:
         columns.append("devices")
     if comparison.show_loss:

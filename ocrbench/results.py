@@ -141,6 +141,17 @@ def distributed_record(dist: dict | None, start: dict) -> dict | None:
     return {**record, **(start.get("distributed") or {})}
 
 
+def init_record(init, event: dict | None) -> dict:
+    """metrics.json ``model.init``: how the run's weights started (``mode`` framework, shared or file) and,
+    for neutral weights, the file, the sha256 of its tensors and who wrote it (the worker's ``init``
+    event; the first attempt's, as a resumed run continues from it)."""
+    mode = init if isinstance(init, str) else "file"
+    if event is None:
+        return {"mode": mode}
+    return {"mode": mode, "path": event.get("path"), "sha256": event.get("sha256"),
+            "source": event.get("source")}
+
+
 def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | None,
              spec_framework: str, command: list[str], hardware: dict, dataset: dict | None,
              events: list[dict], scorer: EvalScorer | None, failure: dict | None, created: str,
@@ -227,6 +238,7 @@ def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | 
         },
         "model": {"params": model.get("params"), "classes": model.get("classes"),
                   "arch_params": recipe["model"]["params"], "input": model.get("input"),
-                  "checkpoint_bytes": checkpoint["bytes"] if checkpoint else None},
+                  "checkpoint_bytes": checkpoint["bytes"] if checkpoint else None,
+                  "init": init_record(recipe["model"].get("init", "framework"), _last(events, "init"))},
         "exports": exports,
     }

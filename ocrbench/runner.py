@@ -27,7 +27,8 @@ from typing import Iterable
 import yaml
 
 import ocrbench
-from ocrbench import atomic, ctc_feasibility, datasets, distributed, envs, export_parity, hardware, processes
+from ocrbench import (atomic, ctc_feasibility, datasets, distributed, envs, export_parity, hardware, processes,
+                      weights)
 from ocrbench.backend import BackendSpec
 from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
@@ -138,11 +139,14 @@ class Runner:
             self.console.print(f"dataset: {self.ctc.skipped} training label(s) need more than T = "
                                f"{self.ctc.steps} CTC steps and are left out; {self.ctc.eval_infeasible} "
                                "evaluation label(s) cannot be emitted (scored as errors)")
+        # a weights file that does not fit the network fails before a run directory is made
+        init = self.init_weights(None, dataset) if isinstance(self.p.resolved["model"]["init"], dict) else None
         backend_dir = spec.name if t.node_rank == 0 else f"{spec.name}-node{t.node_rank}"
         run_dir = self.resume_dir or new_run_dir(self.out, self.p.recipe.name, backend_dir)
         created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         launch = self.launch(python, run_dir)
         job = job_spec(self.p, run_dir, dataset, launch, resume=self.resume_dir is not None, ctc=self.ctc)
+        job = dataclasses.replace(job, init_weights=init or self.init_weights(run_dir, dataset))
         if self.resume_dir is None:
             atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(self.p.resolved, sort_keys=False,
                                                                       allow_unicode=True))
@@ -170,6 +174,18 @@ class Runner:
             failure = {"type": "Interrupted", "message": "interrupted by the user", "stage": "worker"}
         metrics = self._metrics(run_dir, dataset, scorer, hw, created, failure, launch.job)
         return run_dir / "metrics.json", metrics
+
+    def init_weights(self, run_dir: Path | None, dataset: datasets.PreparedDataset) -> Path | None:
+        """The neutral weights the worker starts from (``model.init``; ``ocrbench.weights.init_file``),
+        checked here so that a file that does not fit fails before the worker starts (``shared`` draws
+        them into ``run_dir``). A resumed run keeps what it started from (its checkpoint has the
+        weights)."""
+        model = self.p.resolved["model"]
+        if self.resume_dir is not None:
+            job_file = self.resume_dir / "job.json"
+            return Job.read(job_file).init_weights if job_file.is_file() else None
+        return weights.init_file(model["init"], model["params"], dataset.charset,
+                                 self.p.resolved["train"]["seed"], self.p.base_dir, run_dir, model["arch"])
 
     def _follow_node(self, launch: distributed.Launch, run_dir: Path) -> tuple[None, None]:
         """Node k > 0: run this node's processes to the end; its ranks write no results."""

@@ -35,6 +35,6 @@ BACKEND = BackendSpec(
     requirements=Path(__file__).with_name("requirements.txt"),
     native_archs={"warpctc": WarpCtcParams},
     shared_archs=("crnn",),
-    export_formats=("mindir", "onnx"),
+    export_formats=("mindir", "onnx", "weights"),
     launcher=Msrun(),
 )

@@ -37,7 +37,7 @@ BACKEND = BackendSpec(
     requirements=Path(__file__).with_name("requirements.txt"),
     native_archs={"lstm_ctc": LstmCtcParams},
     shared_archs=("crnn",),
-    export_formats=("mxnet", "onnx"),
+    export_formats=("mxnet", "onnx", "weights"),
     online_data=True,
     launcher=MxnetKvstore(),
 )

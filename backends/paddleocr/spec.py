@@ -59,7 +59,7 @@ BACKEND = BackendSpec(
     requirements=Path(__file__).with_name("requirements.txt"),
     native_archs={"crnn_mobilenetv3": CrnnMobileNetV3Params},
     shared_archs=("crnn",),
-    export_formats=("paddle", "onnx"),
+    export_formats=("paddle", "onnx", "weights"),
     other_distributions=("paddlepaddle-gpu",),
     launcher=PaddleLaunch(),
 )

@@ -12,6 +12,6 @@ BACKEND = BackendSpec(
     worker="backends.pytorch.worker",
     requirements=Path(__file__).with_name("requirements.txt"),
     shared_archs=("crnn",),
-    export_formats=("torchscript", "onnx"),
+    export_formats=("torchscript", "onnx", "weights"),
     launcher=Torchrun(),
 )

@@ -6,7 +6,8 @@ with ``model.params.keep_ratio`` to height 32 keeping the aspect ratio (width at
 scaled to [-1, 1] (x / 127.5 - 1) and, when narrower, zero-padded on the right to input_width after that
 scaling. Decoded images stay in memory only under ``data.cache: memory``. Loss is nn.CTCLoss with blank 0
 (ocrbench's convention is PyTorch's own, so nothing is converted), mean reduction (each sample's loss is
-divided by its target length, then averaged — PyTorch's default; ``loss_spec``: char_mean). The partial
+divided by its target length, then averaged — PyTorch's default — unless ``train.loss_reduction`` says
+otherwise; the per-sample losses are reduced with ``Trainer.loss_weights``). The partial
 last batch of an epoch is dropped or kept as ``train.drop_last`` says (``DataLoader(drop_last=...)``).
 
 Data parallel: started by torchrun (one process per GPU, or per CPU replica with ``--nproc``), each rank
@@ -30,12 +31,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from backends.pytorch import neutral
 from backends.pytorch.model import CRNN
 from ocrbench import preprocess
 from ocrbench.codec import Charset, pad_targets
 from ocrbench.labels import read_label_file
 from ocrbench.lmdb_layout import LmdbReader, write_lmdb
-from ocrbench.worker import EpochContext, LossSpec, Trainer, serve
+from ocrbench.worker import EpochContext, Trainer, serve
 
 CHECKPOINT = "last.pt"
 HEIGHT = 32
@@ -123,6 +125,8 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 class TorchTrainer(Trainer):
     framework = "torch"
+    default_loss_reduction = "char_mean"   # nn.CTCLoss's own 'mean', as crnn.pytorch trains
+    native_loss = "torch.nn.CTCLoss(blank=0, reduction='none', zero_infinity=True) on log-softmax"
 
     def version(self) -> str:
         return torch.__version__
@@ -196,7 +200,7 @@ class TorchTrainer(Trainer):
             self.trained = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.optimizer = make_optimizer(self.model, job.train["optimizer"])
-        self.criterion = nn.CTCLoss(blank=0, zero_infinity=True)
+        self.criterion = nn.CTCLoss(blank=0, reduction="none", zero_infinity=True)   # per sample
         self.train_loader = self._loader("train", job.train["batch_size"], shuffle=True)
         self.eval_loader = self._loader("eval", job.eval["batch_size"], shuffle=False)
         params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -204,10 +208,6 @@ class TorchTrainer(Trainer):
 
     def steps_per_epoch(self) -> int:
         return len(self.train_loader)
-
-    def loss_spec(self) -> LossSpec:
-        return LossSpec(reduction="char_mean", logged="per_char",
-                        native="torch.nn.CTCLoss(blank=0, reduction='mean', zero_infinity=True)")
 
     def input_spec(self) -> dict:
         width, keep_ratio = self.params["input_width"], self.keep_ratio
@@ -226,25 +226,51 @@ class TorchTrainer(Trainer):
         self.model.train()
         total = torch.zeros((), device=self.device)
         batches = 0
-        clip = self.job.train["grad_clip"]
         if isinstance(self.train_loader.sampler, DistributedSampler):
             self.train_loader.sampler.set_epoch(ctx.epoch)
         for images, targets, lengths in self.train_loader:
-            for group in self.optimizer.param_groups:
-                group["lr"] = ctx.lr()
-            logits = self.trained(to_input(images, self.device))
-            steps, batch = logits.shape[:2]
-            input_lengths = torch.full((batch,), steps, dtype=torch.long)
-            loss = self.criterion(logits.log_softmax(2), targets, input_lengths, lengths)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.optimizer.step()
-            total += loss.detach()
+            logged, _, _ = self._step(to_input(images, self.device), targets, lengths, ctx.lr())
+            total += logged
             batches += 1
-            ctx.step(batch, lambda value=loss: value.item())
+            ctx.step(len(lengths), lambda value=logged: value.item())
         return (total / max(batches, 1)).item()
+
+    def _step(self, inputs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, lr: float):
+        """One optimizer step at ``lr``; returns the logged loss, the logits (T, B, C) and the per-sample
+        CTC losses (B,), detached. The objective is the per-sample losses weighted by ``loss_weights``."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        logits = self.trained(inputs)
+        steps, batch = logits.shape[:2]
+        input_lengths = torch.full((batch,), steps, dtype=torch.long)
+        losses = self.criterion(logits.log_softmax(2), targets, input_lengths, lengths)
+        objective, logged = (torch.from_numpy(w).to(self.device) for w in self.loss_weights(lengths.numpy()))
+        self.optimizer.zero_grad(set_to_none=True)
+        (losses * objective).sum().backward()
+        clip = self.job.train["grad_clip"]
+        if clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        losses = losses.detach()
+        return (losses * logged).sum(), logits.detach(), losses
+
+    # --------------------------------------------------------------- neutral weights and the probe
+    def neutral_weights(self) -> dict[str, np.ndarray]:
+        return neutral.to_neutral(self.model)
+
+    def load_neutral_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        neutral.from_neutral(self.model, tensors)
+
+    @torch.no_grad()
+    def probe_forward(self, inputs: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        return self.model(torch.from_numpy(inputs).to(self.device)).cpu().numpy()
+
+    def probe_step(self, inputs, targets, lengths, lr):
+        self.model.train()
+        _, logits, losses = self._step(torch.from_numpy(inputs).to(self.device), torch.from_numpy(targets),
+                                       torch.from_numpy(lengths), lr)
+        return logits.cpu().numpy(), losses.cpu().numpy()
 
     def weight_arrays(self) -> list[list[np.ndarray]]:
         """This rank's trained parameters (batch-norm running statistics are per rank and left out)."""

@@ -49,7 +49,7 @@ BACKEND = BackendSpec(
     requirements=Path(__file__).with_name("requirements.txt"),
     native_archs={"shadownet": ShadowNetParams},
     shared_archs=("crnn",),
-    export_formats=("savedmodel", "tflite", "onnx"),
+    export_formats=("savedmodel", "tflite", "onnx", "weights"),
     other_distributions=("tensorflow",),
     launcher=TfStrategy(),
 )

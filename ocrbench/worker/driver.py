@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ocrbench import atomic
+from ocrbench import atomic, weights
 from ocrbench.job import Job, JobSpecError
 from ocrbench.predictions import write_predictions
 from ocrbench.schedule import Schedule
@@ -27,6 +27,7 @@ from ocrbench.worker.events import EpochContext, Events
 from ocrbench.worker.trainer import Trainer
 
 REFERENCE_BATCH = 8  # eval images in each export's reference.npz
+WEIGHTS_FORMAT = "weights"   # the export format every backend's shared crnn writes (ocrbench.weights)
 
 
 def peak_rss_mb() -> float:
@@ -59,6 +60,12 @@ def run_job(trainer: Trainer, events: Events) -> None:
 
     model = trainer.build()
     events.emit("model", **model, input=trainer.input_spec())
+    if job.init_weights is not None and not job.resume and job.stage != "export":
+        _load_init(trainer, job, events)
+    if job.stage == "equivalence":
+        _probe(trainer, job, events)
+        events.emit("done", peak_rss_mb=peak_rss_mb())
+        return
     if job.stage == "export":   # ``ocrbench export``: the last checkpoint, exported again
         trainer.load(job.path("checkpoints"))
         _export_all(trainer, job, events)
@@ -163,6 +170,39 @@ class _native_data_lock:
         self._handle.close()
 
 
+def _load_init(trainer: Trainer, job: Job, events: Events) -> None:
+    """``model.init`` other than ``framework``: the neutral weights the core checked, loaded by the
+    backend's converter before the first step."""
+    source = weights.read(job.init_weights)
+    trainer.load_neutral_weights(source.tensors)
+    mode = job.model.get("init", "framework")
+    events.emit("init", mode=mode if isinstance(mode, str) else "file", path=str(job.init_weights),
+                sha256=weights_digest(source.tensors[name] for name in sorted(source.tensors)),
+                source=source.meta.get("source"))
+
+
+PROBE_INPUT, PROBE_OUTPUT = "input.npz", "output.npz"   # in the run's equivalence/ directory
+
+
+def _probe(trainer: Trainer, job: Job, events: Events) -> None:
+    """The equivalence probe (``ocrbench.equivalence``): the network in inference mode on the probe batch,
+    one training step on it (training-mode logits and per-sample losses), the weights after the step and
+    the inference-mode logits again — all in the canonical conventions, into ``equivalence/output.npz``."""
+    directory = job.run_dir / "equivalence"
+    with np.load(directory / PROBE_INPUT, allow_pickle=False) as batch:
+        inputs, targets, lengths = batch["inputs"], batch["targets"], batch["lengths"]
+    before = trainer.probe_forward(inputs)
+    train_logits, losses = trainer.probe_step(inputs, targets, lengths, float(job.train["optimizer"]["lr"]))
+    after = trainer.neutral_weights()
+    arrays = {"eval_logits": before, "train_logits": train_logits, "losses": losses,
+              "eval_logits_after": trainer.probe_forward(inputs),
+              **{f"after/{name}": value for name, value in after.items()}}
+    tmp = directory / (PROBE_OUTPUT + ".tmp.npz")
+    np.savez(tmp, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
+    os.replace(tmp, directory / PROBE_OUTPUT)
+    events.emit("probe", path=str((directory / PROBE_OUTPUT).relative_to(job.run_dir)))
+
+
 def _evaluate(trainer: Trainer, job: Job, events: Events, epoch: int, clock: float) -> Path:
     path = job.path("predictions") / f"eval-epoch{epoch:04d}.tsv"
     started = time.perf_counter()
@@ -182,7 +222,10 @@ def _export_all(trainer: Trainer, job: Job, events: Events) -> None:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         try:
-            files = trainer.export(fmt, target, job.export["onnx_opset"])
+            if fmt == WEIGHTS_FORMAT:
+                files = [_write_weights(trainer, job, target)]
+            else:
+                files = trainer.export(fmt, target, job.export["onnx_opset"])
         except Exception as exc:  # the reason goes into metrics.json; other formats still run
             print(traceback.format_exc(), file=sys.stderr, flush=True)
             events.emit("export", format=fmt, ok=False, error=f"{type(exc).__name__}: {exc}")
@@ -200,6 +243,14 @@ def _export_all(trainer: Trainer, job: Job, events: Events) -> None:
             extra["predictions"] = str((target / "eval.tsv").relative_to(job.run_dir))
         events.emit("export", format=fmt, ok=True, files=[str(p.relative_to(job.run_dir)) for p in files],
                     bytes=sum(p.stat().st_size for p in files), **extra)
+
+
+def _write_weights(trainer: Trainer, job: Job, directory: Path) -> Path:
+    """The ``weights`` export: the trained network as a neutral weights file (``ocrbench.weights``)."""
+    meta = weights.metadata(job.model["params"], job.charset.chars,
+                            source=f"{trainer.framework} {trainer.version()}, run {job.run_id}",
+                            arch=job.model["arch"])
+    return weights.write(directory / weights.FILE_NAME, trainer.neutral_weights(), meta)
 
 
 def write_reference(path: Path, ids: list[str], inputs: np.ndarray, outputs: np.ndarray) -> None:

@@ -83,6 +83,8 @@ class Trainer(abc.ABC):
     """
 
     framework: str = ""   # the framework's name in events, e.g. "torch"
+    default_loss_reduction: str = "mean"   # what ``train.loss_reduction: backend`` means here
+    native_loss: str = ""   # the framework call that gives the per-sample CTC losses (metrics.json)
 
     def __init__(self, job: Job):
         self.job = job
@@ -147,10 +149,12 @@ class Trainer(abc.ABC):
         """The model input: ``shape``, ``layout``, ``color``, ``dtype``, ``pixels`` (value range), ``resize``,
         and ``preprocess`` (``ocrbench.preprocess.describe``) that the core replays to run exports."""
 
-    @abc.abstractmethod
     def loss_spec(self) -> LossSpec:
-        """How the CTC loss is reduced and what the logged loss is an average of (metrics.json
-        ``train.loss``)."""
+        """How the CTC loss is reduced (:attr:`loss_reduction`) and what the logged loss is an average of
+        (metrics.json ``train.loss``); ``native`` is the backend's :attr:`native_loss`."""
+        reduction = self.loss_reduction
+        return LossSpec(reduction=reduction, logged="per_char" if reduction == "char_mean" else "per_sample",
+                        native=self.native_loss)
 
     # -------------------------------------------------------------------- optional hooks (defaults)
     def output_spec(self) -> dict:
@@ -177,7 +181,53 @@ class Trainer(abc.ABC):
         their digests show that the replicas of a data-parallel run agree. None: not reported."""
         return None
 
+    # ----------------------------------------------- neutral weights and equivalence probes (shared crnn)
+    def neutral_weights(self) -> dict[str, np.ndarray]:
+        """The model's weights under the canonical names and layouts of ``ocrbench.weights`` (BN running
+        statistics included), float32 numpy arrays; the backend's ``neutral.py`` converts."""
+        raise self._no_neutral()
+
+    def load_neutral_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        """Set the model's weights (and BN running statistics) from canonical tensors (checked by the core
+        against the recipe's network before the worker starts)."""
+        raise self._no_neutral()
+
+    def probe_forward(self, inputs: np.ndarray) -> np.ndarray:
+        """The network in inference mode on canonical ``inputs``, float32 ``(B, 1, 32, W)`` NCHW in [-1, 1]:
+        logits ``(T, B, classes)``, time-major, class 0 the blank (the equivalence probe)."""
+        raise self._no_neutral()
+
+    def probe_step(self, inputs: np.ndarray, targets: np.ndarray, lengths: np.ndarray,
+                   lr: float) -> tuple[np.ndarray, np.ndarray]:
+        """One training step on canonical ``inputs`` (as :meth:`probe_forward`), padded ``targets`` (blank-0
+        classes) and label ``lengths``, through the same code as ``train_epoch`` (its loss reduction,
+        optimizer, clip) at learning rate ``lr``. Returns the step's training-mode logits ``(T, B, classes)``
+        (blank 0) and per-sample CTC losses ``(B,)`` (negative log-likelihoods, before the update)."""
+        raise self._no_neutral()
+
+    def _no_neutral(self) -> NotImplementedError:
+        return NotImplementedError(f"the {self.framework} backend has no neutral weights for "
+                                   f"model.arch {self.job.model['arch']!r} (only the shared crnn has them)")
+
     # --------------------------------------------------------------------------- shared helpers
+    @property
+    def loss_reduction(self) -> str:
+        """``train.loss_reduction``, with ``backend`` replaced by :attr:`default_loss_reduction`."""
+        chosen = self.job.train.get("loss_reduction", "backend")
+        return self.default_loss_reduction if chosen == "backend" else chosen
+
+    def loss_weights(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sample weights ``(objective, logged)``, float32 ``(B,)``, for label ``lengths``: the loss whose
+        gradient is taken is ``sum(objective * losses)`` (:attr:`loss_reduction`: 1/B for mean, 1 for sum,
+        1/(B * length) for char_mean), the logged loss ``sum(logged * losses)`` (per sample, or per
+        character for char_mean). Every backend reduces its per-sample CTC losses with these."""
+        lengths = np.asarray(lengths, dtype=np.float32)
+        batch = np.float32(max(len(lengths), 1))
+        per_char = self.loss_reduction == "char_mean"
+        logged = 1.0 / (batch * np.maximum(lengths, 1.0)) if per_char else np.full_like(lengths, 1.0 / batch)
+        objective = np.ones_like(lengths) if self.loss_reduction == "sum" else logged
+        return objective.astype(np.float32), logged.astype(np.float32)
+
     @property
     def seed(self) -> int:
         """The recipe's ``train.seed``."""
