@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -131,7 +132,13 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
         python: Optional[str] = typer.Option(None, "--python",
                                              help="Use this interpreter for the backend instead of its env."),
         resume: Optional[Path] = typer.Option(None, "--resume",
-                                              help="Continue an interrupted run directory.")):
+                                              help="Continue an interrupted run directory."),
+        init_from: Optional[Path] = typer.Option(None, "--init-from",
+                                                 help="Start from neutral weights: a finished run directory "
+                                                      "(its `ocrbench export RUN --format weights`) or a "
+                                                      "model.safetensors file; sets model.init. With --set "
+                                                      "train.epochs=0 the model is only evaluated and "
+                                                      "exported (serve another framework's model).")):
     """Run a recipe end to end: prepare data, train, evaluate, export, write metrics.json."""
     from ocrbench import distributed
     from ocrbench.errors import OcrbenchError
@@ -151,6 +158,10 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
                                 hint="set runtime.python per backend in the recipe instead")
         if recipe is None:
             raise OcrbenchError("give a recipe file to run on several backends")
+    if init_from is not None:
+        if resume is not None:
+            raise OcrbenchError("--init-from starts a new run; --resume continues one from its checkpoint")
+        set_ = [*set_, "model.init=" + json.dumps({"from": str(init_from.expanduser().resolve())})]
     if resume is not None:
         if recipe is not None or backend or set_:
             raise OcrbenchError("--resume continues a run as it was recorded; give no recipe, --backend "
@@ -239,7 +250,8 @@ def _summary(console, path: Path, m: dict) -> None:
                    "params"):
         table.add_column(column, justify="right")
     table.add_row(f"{e['seq_acc']:.4f}", f"{e['char_acc']:.4f}", f"{e['cer']:.4f}", f"{e['ned']:.4f}",
-                  f"{t['wall_s']:.1f}", f"{t['samples_per_s']:.1f}", f"{e['images_per_s'] or 0:.0f}",
+                  f"{t['wall_s']:.1f}", "-" if t["samples_per_s"] is None else f"{t['samples_per_s']:.1f}",
+                  f"{e['images_per_s'] or 0:.0f}",
                   f"{t['peak_rss_mb'] or 0:.0f}", f"{m['model']['params']:,}")
     console.print(table)
     if t["target_acc"] is not None:
@@ -397,6 +409,41 @@ def _print_parity(console, parity: dict) -> None:
                  f"p95 {parity['latency_ms_p95']:.2f} ms, "
                  f"{parity['throughput_ips']:.0f} images/s at batch 32")
     console.print(line)
+
+
+@app.command()
+@friendly
+def equivalence(backend: str = typer.Option("all", "--backend", help="Backends to check, 'a,b' or 'all' "
+                                            "(every installed backend; at least two)."),
+                out: Path = typer.Option(Path("build/equivalence"), "--out",
+                                         help="Directory for the probe runs and equivalence.json.")):
+    """Check that the backends' shared crnn computes the same function.
+
+    One set of shared-init neutral weights and one fixed batch go through every backend: inference
+    logits, the CTC loss, one SGD and one Adam step, and the BN statistics after it, compared pairwise
+    (docs/equivalence.md). Exit 1 if a pair differs beyond a tolerance.
+
+    Example: ocrbench equivalence --backend pytorch,mxnet
+    """
+    from ocrbench import equivalence as eq
+    from ocrbench import multirun
+    from ocrbench.errors import OcrbenchError
+    from ocrbench.report import render_equivalence
+
+    names, left_out = multirun.select_backends(backend, installed_only=True)
+    if len(names) < 2:
+        raise OcrbenchError(f"--backend {backend}: at least two installed backends are needed "
+                            f"(installed: {', '.join(names) or 'none'}; not installed: "
+                            f"{', '.join(left_out) or 'none'})", hint="ocrbench env install NAME")
+    console = _console()
+    report = eq.compare(eq.run_probes(names, out, console))
+    eq.write_report(report, out / "equivalence.json")
+    render_equivalence(report, console)
+    console.print(f"written: {out / 'equivalence.json'}")
+    if report.failures():
+        for line in report.failures():
+            console.print(f"[red]beyond tolerance:[/red] {line}")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -84,8 +84,9 @@ class Report:
         return max((d[measure] for d in self.pairs.values()), default=0.0)
 
     def failures(self) -> list[str]:
-        return [f"{a} vs {b}: {m} {d[m]:.3g} > {self.tolerances[m]:g}"
-                for (a, b), d in self.pairs.items() for m in self.tolerances if not d[m] <= self.tolerances[m]]
+        limits = self.tolerances
+        return [f"{a} vs {b}: {m} {d[m]:.3g} > {limits[m]:g}"
+                for (a, b), d in self.pairs.items() for m in limits if not d[m] <= limits[m]]
 
     def to_json(self) -> dict:
         return {"backends": self.backends, "tolerances": self.tolerances,

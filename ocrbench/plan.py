@@ -12,6 +12,9 @@ from ocrbench.errors import OcrbenchError
 from ocrbench.recipe import Recipe, validate_arch_params, validate_data
 
 
+WEIGHTS_ARCHS = ("crnn",)   # architectures with a neutral weights layout (ocrbench.weights)
+
+
 @dataclass
 class Plan:
     """A validated recipe bound to its backend."""
@@ -69,7 +72,6 @@ def plan(recipe: Recipe, recipe_path: Path | None) -> Plan:
     return Plan(recipe, recipe.resolved(), spec, recipe_path, base_dir)
 
 
-WEIGHTS_ARCHS = ("crnn",)   # architectures with a neutral weights layout (ocrbench.weights)
 CACHE_LIMIT_BYTES = 512 * 2**20   # data.cache: auto keeps decoded images in memory up to this size
 
 

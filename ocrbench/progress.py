@@ -56,6 +56,9 @@ class EventProgress:
 
     def _on_train_begin(self, e: dict) -> None:
         self.epochs = e["epochs"]
+        if e["epochs"] == 0:   # train.epochs 0: the initial weights are only evaluated and exported
+            self.progress.console.print("train: 0 epochs — evaluating the initial weights")
+            return
         total = e["epochs"] * e["steps_per_epoch"]
         done = (e["start_epoch"] - 1) * e["steps_per_epoch"]
         self.task = self.progress.add_task("train", total=total, completed=done, epoch=e["start_epoch"],

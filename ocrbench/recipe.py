@@ -338,7 +338,8 @@ class ScheduleSection(Section):
 
 
 class TrainSection(Section):
-    epochs: int = Field(10, ge=1, le=100_000)
+    epochs: int = Field(10, ge=0, le=100_000, description="0: no training — the initial weights (e.g. "
+                        "model.init from another framework's run) are evaluated and exported")
     batch_size: int = Field(64, ge=1, le=65_536)
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     lr_schedule: ScheduleSection = Field(default_factory=ScheduleSection)

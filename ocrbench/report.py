@@ -254,3 +254,26 @@ def render(comparison: Comparison, fmt: str, plot_png: bytes | None = None) -> s
         render_table(comparison, console)
         return console.file.getvalue()
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def render_equivalence(report, console) -> None:
+    """``ocrbench equivalence``: one row per backend pair, one column per measure (ocrbench.equivalence),
+    figures beyond their tolerance in red."""
+    from rich.table import Table
+
+    from ocrbench.equivalence import MEASURES
+
+    table = Table(title="equivalence of the shared crnn (max |Δ|; loss, steps and BN stats relative)")
+    table.add_column("pair")
+    for measure in MEASURES:
+        tolerance = report.tolerances.get(measure)
+        table.add_column(f"{measure}\n≤ {tolerance:g}" if tolerance else f"{measure}\n(reported)",
+                         justify="right")
+    for (a, b), values in report.pairs.items():
+        cells = []
+        for measure in MEASURES:
+            text = f"{values[measure]:.2e}"
+            tolerance = report.tolerances.get(measure)
+            cells.append(f"[red]{text}[/red]" if tolerance and not values[measure] <= tolerance else text)
+        table.add_row(f"{a} / {b}", *cells)
+    console.print(table)

@@ -27,8 +27,8 @@ from typing import Iterable
 import yaml
 
 import ocrbench
-from ocrbench import (atomic, ctc_feasibility, datasets, distributed, envs, export_parity, hardware, processes,
-                      weights)
+from ocrbench import (atomic, ctc_feasibility, datasets, distributed, envs, export_parity, hardware,
+                      processes, weights)
 from ocrbench.backend import BackendSpec
 from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
@@ -140,7 +140,8 @@ class Runner:
                                f"{self.ctc.steps} CTC steps and are left out; {self.ctc.eval_infeasible} "
                                "evaluation label(s) cannot be emitted (scored as errors)")
         # a weights file that does not fit the network fails before a run directory is made
-        init = self.init_weights(None, dataset) if isinstance(self.p.resolved["model"]["init"], dict) else None
+        from_file = isinstance(self.p.resolved["model"]["init"], dict)
+        init = self.init_weights(None, dataset) if from_file else None
         backend_dir = spec.name if t.node_rank == 0 else f"{spec.name}-node{t.node_rank}"
         run_dir = self.resume_dir or new_run_dir(self.out, self.p.recipe.name, backend_dir)
         created = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -162,8 +162,8 @@ def check(weights: NeutralWeights, params: dict, charset: str, origin: str, arch
     architecture, another charset (the output classes would mean other characters), missing or extra
     tensors, another shape or dtype. ``origin`` names the file in the message."""
     if weights.meta["arch"] != arch:
-        raise WeightsError(f"{origin}: the weights are of architecture {weights.meta['arch']!r}, the recipe's "
-                           f"model.arch is {arch!r}")
+        raise WeightsError(f"{origin}: the weights are of architecture {weights.meta['arch']!r}, the "
+                           f"recipe's model.arch is {arch!r}")
     if weights.charset != charset:
         raise WeightsError(f"{origin}: the weights were trained on the charset {_preview(weights.charset)}, "
                            f"this dataset's is {_preview(charset)}",

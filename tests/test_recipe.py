@@ -58,9 +58,9 @@ def test_unknown_key_is_suggested_for_every_data_source(tmp_path, section, typo,
     assert f"data.{typo.split(':')[0]}: unknown key; did you mean 'data.{meant}'?" in message
 
 def test_wrong_type_and_out_of_range(tmp_path):
-    message = error_of(tmp_path, TINY_CAPTCHA + "train:\n  batch_size: many\n  epochs: 0\n")
+    message = error_of(tmp_path, TINY_CAPTCHA + "train:\n  batch_size: many\n  epochs: -1\n")
     assert "train.batch_size:" in message and "'many'" in message
-    assert "train.epochs:" in message and "greater than or equal to 1" in message
+    assert "train.epochs:" in message and "greater than or equal to 0" in message
 
 
 def test_missing_data_section(tmp_path):
