@@ -5,9 +5,10 @@ blank is the last class** and ``charset[k]`` is class k (WarpCTC's convention, a
 metadata); best paths are converted to ocrbench's blank-0 convention in ``predict``. Training runs in
 GRAPH_MODE (the whole step — forward, CTC loss, gradients, global-norm clipping, optimizer — is one
 compiled graph; PyNative vs Graph measured in docs/backends.md). Loss: ``nn.CTCLoss(blank=last)`` on
-log-softmax, per sample, **summed over the batch** (WarpCTC returns per-sample losses with sensitivity 1
-each, i.e. the gradient of the sum; ``loss_spec``: sum, logged per sample — the logged loss is the sum
-divided by the batch). The partial last batch of an epoch is dropped or kept as ``train.drop_last`` says
+log-softmax, per sample, reduced with ``Trainer.loss_weights`` (the objective's per-sample weights are an
+input tensor of the compiled step); ``train.loss_reduction: backend`` is **sum over the batch** (WarpCTC
+returns per-sample losses with sensitivity 1 each, i.e. the gradient of the sum), logged per sample. The
+partial last batch of an epoch is dropped or kept as ``train.drop_last`` says
 (``batch(drop_remainder=...)``; a kept partial batch is a new shape, which GRAPH_MODE compiles once more).
 Labels are passed with their true lengths (WarpCTC passes its blank padding to the loss as labels;
 ocrbench does not — docs/backends.md).
@@ -39,32 +40,37 @@ import mindspore as ms  # noqa: E402
 from mindspore import Tensor, nn, ops  # noqa: E402
 from mindspore import dataset as ds  # noqa: E402
 
-from backends.mindspore import mindrecord  # noqa: E402
+from backends.mindspore import mindrecord, neutral  # noqa: E402
 from backends.mindspore.model import WARPCTC_MEAN, WARPCTC_STD, build, use_im2col  # noqa: E402
-from ocrbench import preprocess  # noqa: E402
+from ocrbench import preprocess, weights  # noqa: E402
 from ocrbench.codec import from_blank_last  # noqa: E402
-from ocrbench.worker import EpochContext, LossSpec, Trainer, compare_logits, serve  # noqa: E402
+from ocrbench.worker import EpochContext, Trainer, compare_logits, serve  # noqa: E402
 
 CHECKPOINT = re.compile(r"(?P<arch>\w+)-(?P<epoch>\d+)-(?P<step>\d+)\.ckpt")
 
 
 class NetWithLoss(nn.Cell):
-    """Network + CTC loss (blank = last class) on log-softmax, per sample, summed over the batch."""
+    """Network + CTC loss (blank = last class) on log-softmax: the per-sample losses (B,) reduced with the
+    per-sample ``weights`` (B,) (``Trainer.loss_weights``'s objective, a graph input); returns that
+    objective, the per-sample losses and the logits (T, B, C)."""
 
     def __init__(self, net: nn.Cell, blank: int):
         super().__init__()
         self.net = net
         self.ctc = nn.CTCLoss(blank=blank, reduction="none", zero_infinity=True)
 
-    def construct(self, images, labels, lengths):
+    def construct(self, images, labels, lengths, weights):
         logits = self.net(images)                                      # (T, B, C)
         steps, batch = logits.shape[0], logits.shape[1]
         input_lengths = ops.fill(ms.int32, (batch,), steps)
-        return self.ctc(ops.log_softmax(logits, 2), labels, input_lengths, lengths).sum()
+        losses = self.ctc(ops.log_softmax(logits, 2), labels, input_lengths, lengths)
+        return (losses * weights).sum(), losses, logits
 
 
 class TrainStep(nn.Cell):
-    """One optimizer step as a single graph: loss, gradients, L2, global-norm clip, update."""
+    """One optimizer step as a single graph: forward and loss (once), gradients of the weighted loss,
+    gradient averaging over ranks, L2, global-norm clip, update. Returns the per-sample CTC losses and the
+    training-mode logits of the step (before the update)."""
 
     def __init__(self, net_with_loss: nn.Cell, optimizer: nn.Optimizer, clip: float | None, decay: float,
                  ranks: int = 1):
@@ -73,14 +79,14 @@ class TrainStep(nn.Cell):
         self.weights = optimizer.parameters
         self.clip = clip
         self.decay = decay
-        self.grad = ops.GradOperation(get_by_list=True)
+        # the gradient of the first output (the objective); the losses and logits come along as aux
+        self.forward_backward = ops.value_and_grad(net_with_loss, None, self.weights, has_aux=True)
         self.parallel = ranks > 1   # gradients averaged over the ranks (all-reduce) before the update
         self.reducer = (nn.DistributedGradReducer(self.weights, mean=True, degree=ranks) if self.parallel
                         else None)
 
-    def construct(self, images, labels, lengths):
-        loss = self.net_with_loss(images, labels, lengths)
-        grads = self.grad(self.net_with_loss, self.weights)(images, labels, lengths)
+    def construct(self, images, labels, lengths, weights):
+        (_, losses, logits), grads = self.forward_backward(images, labels, lengths, weights)
         if self.parallel:
             grads = self.reducer(grads)
         if self.decay > 0:  # L2 as in the other backends (added to the gradient)
@@ -88,11 +94,13 @@ class TrainStep(nn.Cell):
         if self.clip is not None:
             grads = ops.clip_by_global_norm(grads, self.clip)
         self.optimizer(grads)
-        return loss
+        return losses, logits
 
 
 class MindSporeTrainer(Trainer):
     framework = "mindspore"
+    default_loss_reduction = "sum"   # WarpCTC's: per-sample losses, each with sensitivity 1
+    native_loss = "mindspore.nn.CTCLoss(blank=last, reduction='none', zero_infinity=True) on log-softmax"
 
     def version(self) -> str:
         return ms.__version__
@@ -180,11 +188,6 @@ class MindSporeTrainer(Trainer):
     def steps_per_epoch(self) -> int:
         return self.epoch_steps(self._shard_size(), self.job.train["batch_size"])   # this rank's shard
 
-    def loss_spec(self) -> LossSpec:
-        return LossSpec(reduction="sum", logged="per_sample",
-                        native="nn.CTCLoss(blank=last, reduction='none') on log-softmax, summed over the "
-                               "batch")
-
     def input_spec(self) -> dict:
         size = {"decoder": "cv2", "height": self.height, "width": self.width, "interpolation": "cv2_linear"}
         if self.arch == "warpctc":
@@ -215,12 +218,51 @@ class MindSporeTrainer(Trainer):
         self.step_cell.set_train(True)
         total, batches = 0.0, 0
         for images, labels, lengths in self._data("train", ctx.epoch).create_tuple_iterator(num_epochs=1):
-            self.optimizer.learning_rate.set_data(Tensor(ctx.lr(), ms.float32))
-            loss = float(self.step_cell(images, labels, lengths).asnumpy())
-            total += loss / images.shape[0]
+            logged, _, _ = self._step(images, labels, lengths.asnumpy(), ctx.lr())
+            total += logged
             batches += 1
-            ctx.step(int(images.shape[0]), loss / images.shape[0])
+            ctx.step(int(images.shape[0]), logged)
         return total / max(batches, 1)
+
+    def _step(self, images: Tensor, labels: Tensor, lengths: np.ndarray, lr: float):
+        """One optimizer step (the compiled ``step_cell``) at ``lr`` on blank-last ``labels``; the objective
+        is the per-sample CTC losses weighted by ``loss_weights`` (an input tensor of the graph). Returns
+        the logged loss, the training-mode logits (T, B, C, blank last) and the per-sample losses (B,)."""
+        objective, logged = self.loss_weights(lengths)
+        self.optimizer.learning_rate.set_data(Tensor(lr, ms.float32))
+        if isinstance(self.optimizer, CorrectedEpsilonAdam):
+            self.optimizer.set_step(int(self.optimizer.global_step.asnumpy().reshape(-1)[0]) + 1)
+        losses, logits = self.step_cell(images, labels, Tensor(lengths.astype(np.int32)), Tensor(objective))
+        losses = losses.asnumpy()
+        return float((losses.astype(np.float64) * logged).sum()), logits, losses
+
+    # --------------------------------------------------------------- neutral weights and the probe
+    def neutral_weights(self) -> dict[str, np.ndarray]:
+        if self.arch != "crnn":
+            raise self._no_neutral()
+        return neutral.to_neutral(self.net)
+
+    def load_neutral_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        if self.arch != "crnn":
+            raise self._no_neutral()
+        neutral.from_neutral(self.net, tensors)
+
+    def probe_forward(self, inputs: np.ndarray) -> np.ndarray:
+        if self.arch != "crnn":
+            raise self._no_neutral()
+        self.net.set_train(False)
+        logits = self.net(Tensor(np.ascontiguousarray(inputs, dtype=np.float32))).asnumpy()
+        self.net.set_train(True)
+        return weights.blank_first(logits, axis=2)
+
+    def probe_step(self, inputs, targets, lengths, lr):
+        if self.arch != "crnn":
+            raise self._no_neutral()
+        self.step_cell.set_train(True)
+        labels = to_blank_last(targets, self.classes)
+        _, logits, losses = self._step(Tensor(np.ascontiguousarray(inputs, dtype=np.float32)),
+                                       Tensor(labels), np.asarray(lengths), lr)
+        return weights.blank_first(logits.asnumpy(), axis=2), losses
 
     def weight_arrays(self) -> list[list[np.ndarray]]:
         """This rank's trained parameters."""
@@ -310,14 +352,40 @@ def export_onnx(net: nn.Cell, probe: Tensor, expected: np.ndarray, directory: Pa
     return [path]
 
 
+def to_blank_last(targets: np.ndarray, classes: int) -> np.ndarray:
+    """Blank-0 class indices (ocrbench's; padding 0) -> this backend's blank-last ones (padding the blank),
+    int32."""
+    return ((np.asarray(targets, dtype=np.int64) - 1) % classes).astype(np.int32)
+
+
+class CorrectedEpsilonAdam(nn.Adam):
+    """``nn.Adam`` with the update of ``train.optimizer`` as every other backend computes it.
+
+    MindSpore's Adam kernel computes ``w -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)``
+    (measured against its docstring's ``lr * m_hat / (sqrt(v_hat) + eps)``), i.e. PyTorch's update with
+    an epsilon ``1 / sqrt(1 - beta2^t)`` times larger — 31.6x at step 1 with beta2 0.999, fading towards
+    1x over thousands of steps. Here epsilon is a parameter of the compiled step that :meth:`set_step`
+    sets before every step to ``eps * sqrt(1 - beta2^t)``, which makes the two updates the same."""
+
+    def __init__(self, params, learning_rate: float, beta1: float, beta2: float, eps: float):
+        super().__init__(params, learning_rate=learning_rate, beta1=beta1, beta2=beta2, eps=eps)
+        self.base_eps, self.base_beta2 = float(eps), float(beta2)
+        self.eps = ms.Parameter(Tensor(np.float32(eps)), name="adam_corrected_eps", requires_grad=False)
+
+    def set_step(self, step: int) -> None:
+        """Epsilon for optimizer step ``step`` (1-based)."""
+        corrected = self.base_eps * np.sqrt(1.0 - self.base_beta2 ** step)
+        self.eps.set_data(Tensor(np.float32(corrected)))
+
+
 def make_optimizer(params: list, spec: dict) -> nn.Optimizer:
     """The recipe's optimizer; weight decay is applied as L2 in the train step, the lr set every step."""
     lr = float(spec["lr"])  # the optimizer keeps it as the Parameter ``learning_rate``
     if spec["name"] == "sgd":
         return nn.Momentum(params, learning_rate=lr, momentum=spec["momentum"])
     if spec["name"] == "adam":
-        return nn.Adam(params, learning_rate=lr, beta1=spec["betas"][0], beta2=spec["betas"][1],
-                       eps=spec["eps"])
+        return CorrectedEpsilonAdam(params, learning_rate=lr, beta1=spec["betas"][0], beta2=spec["betas"][1],
+                                    eps=spec["eps"])
     if spec["name"] == "rmsprop":
         return nn.RMSProp(params, learning_rate=lr, momentum=spec["momentum"])
     if spec["name"] == "adadelta":

@@ -6,9 +6,10 @@ dict file as native data, the PaddleOCR training config, ``latest`` / ``best_acc
 (``.pdparams`` / ``.pdopt`` / ``.states``), an inference model with ``inference.yml``.
 
 Conventions are PaddleOCR's and ocrbench's alike: blank 0, dict line k -> class k + 1; logits (T, B, C)
-time-major. Loss: ``paddle.nn.CTCLoss(blank=0, reduction="none")`` on logits, averaged over the batch
-(not normalised by label length), as ppocr's CTCLoss (``loss_spec``: mean, logged per sample). The partial
-last batch of an epoch is dropped or kept as ``train.drop_last`` says.
+time-major. Loss: ``paddle.nn.CTCLoss(blank=0, reduction="none")`` on logits, per sample, reduced with
+``Trainer.loss_weights``; ``train.loss_reduction: backend`` is the batch mean (not normalised by label
+length), as ppocr's CTCLoss, logged per sample. The partial last batch of an epoch is dropped or kept as
+``train.drop_last`` says.
 
 Data parallel as PaddleOCR's ``python -m paddle.distributed.launch``: one process per device (GPU, or
 CPU with ``--nproc``, gloo), ``init_parallel_env()``, the model wrapped in ``paddle.DataParallel``
@@ -27,14 +28,14 @@ import numpy as np
 import paddle
 from PIL import Image
 
-from backends.paddleocr import ppocr_formats
+from backends.paddleocr import neutral, ppocr_formats
 from backends.paddleocr.model import InferenceOutput, build
 from ocrbench import preprocess
 from ocrbench.codec import pad_targets
 from ocrbench.labels import read_label_file
 from ocrbench.predictions import paired_with_labels
 from ocrbench.protocol import Protocol, sequence_accuracy
-from ocrbench.worker import EpochContext, LossSpec, Trainer, compare_logits, serve
+from ocrbench.worker import EpochContext, Trainer, compare_logits, serve
 
 HEIGHT = 32
 
@@ -107,6 +108,8 @@ def to_batch(images: list[np.ndarray], width: int) -> np.ndarray:
 
 class PaddleTrainer(Trainer):
     framework = "paddle"
+    default_loss_reduction = "mean"   # ppocr's CTCLoss: per-sample losses averaged over the batch
+    native_loss = "paddle.nn.CTCLoss(blank=0, reduction='none') on logits (warpctc)"
 
     def version(self) -> str:
         return paddle.__version__
@@ -176,10 +179,6 @@ class PaddleTrainer(Trainer):
             return len(self.sampler)
         return self.epoch_steps(len(self.samples["train"]), self.job.train["batch_size"])
 
-    def loss_spec(self) -> LossSpec:
-        return LossSpec(reduction="mean", logged="per_sample",
-                        native="paddle.nn.CTCLoss(blank=0, reduction='none'), averaged over the batch")
-
     def input_spec(self) -> dict:
         if self.arch == "crnn_mobilenetv3":
             return {"shape": [None, 3, HEIGHT, None], "layout": "NCHW", "color": "BGR", "dtype": "float32",
@@ -223,19 +222,55 @@ class PaddleTrainer(Trainer):
         self.model.train()
         total, batches = 0.0, 0
         for _, images, targets, lengths in self._train_batches(ctx.epoch):
-            self.optimizer.set_lr(ctx.lr())
-            logits = self.trained(paddle.to_tensor(images))                     # (T, B, C)
-            steps, batch = logits.shape[0], logits.shape[1]
-            loss = self.ctc(logits, paddle.to_tensor(targets.astype(np.int32)),
-                            paddle.full([batch], steps, dtype="int64"), paddle.to_tensor(lengths)).mean()
-            loss.backward()
-            self.optimizer.step()
-            self.optimizer.clear_grad()
-            value = float(loss)
+            logged, _, _ = self._step(paddle.to_tensor(images), targets, lengths, ctx.lr())
+            value = float(logged)
             total += value
             batches += 1
-            ctx.step(batch, value)
+            ctx.step(len(lengths), value)
         return total / max(batches, 1)
+
+    def _step(self, images: paddle.Tensor, targets: np.ndarray, lengths: np.ndarray, lr: float):
+        """One optimizer step at ``lr`` (gradients averaged over ranks by ``paddle.DataParallel``, clip and
+        L2 in the optimizer); the objective is the per-sample CTC losses weighted by ``loss_weights``.
+        Returns the logged loss, the logits (T, B, C) and the per-sample losses (B,), detached."""
+        self.optimizer.set_lr(lr)
+        logits = self.trained(images)                                          # (T, B, C)
+        steps, batch = logits.shape[0], logits.shape[1]
+        losses = self.ctc(logits, paddle.to_tensor(np.asarray(targets, dtype=np.int32)),
+                          paddle.full([batch], steps, dtype="int64"),
+                          paddle.to_tensor(np.asarray(lengths, dtype=np.int64))).reshape([batch])
+        objective, logged = (paddle.to_tensor(w) for w in self.loss_weights(lengths))
+        (losses * objective).sum().backward()
+        self.optimizer.step()
+        self.optimizer.clear_grad()
+        losses = losses.detach()
+        return (losses * logged).sum(), logits.detach(), losses
+
+    # --------------------------------------------------------------- neutral weights and the probe
+    def neutral_weights(self) -> dict[str, np.ndarray]:
+        if self.arch != "crnn":
+            raise self._no_neutral()
+        return neutral.to_neutral(self.model)
+
+    def load_neutral_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        if self.arch != "crnn":
+            raise self._no_neutral()
+        neutral.from_neutral(self.model, tensors)
+
+    @paddle.no_grad()
+    def probe_forward(self, inputs: np.ndarray) -> np.ndarray:
+        if self.arch != "crnn":
+            raise self._no_neutral()
+        self.model.eval()
+        return self.model(paddle.to_tensor(np.ascontiguousarray(inputs, dtype=np.float32))).numpy()
+
+    def probe_step(self, inputs, targets, lengths, lr):
+        if self.arch != "crnn":
+            raise self._no_neutral()
+        self.model.train()
+        _, logits, losses = self._step(paddle.to_tensor(np.ascontiguousarray(inputs, dtype=np.float32)),
+                                       targets, lengths, lr)
+        return logits.numpy(), losses.numpy()
 
     def weight_arrays(self) -> list[list[np.ndarray]]:
         """This rank's trained parameters."""
