@@ -195,7 +195,8 @@ def pair_differences(sgd_a: Probe, sgd_b: Probe, adam_a: Probe, adam_b: Probe) -
         "sgd": relative(sgd_a.after(), sgd_b.after(), trainable=True),
         "adam": relative(adam_a.after(), adam_b.after(), trainable=True, where=defined),
         "adam_all": relative(adam_a.after(), adam_b.after(), trainable=True),
-        "adam_left_out": 1.0 - sum(int(m.sum()) for m in defined.values()) / sum(m.size for m in defined.values()),
+        "adam_left_out": 1.0 - sum(int(m.sum()) for m in defined.values()) / sum(m.size
+                                                                              for m in defined.values()),
         "grad_noise": noise,
         "bn_stats": relative({n: sgd_a.after()[n] for n in stats}, {n: sgd_b.after()[n] for n in stats}),
         "eval_after": max_abs(x["eval_logits_after"], y["eval_logits_after"]),

@@ -60,6 +60,23 @@ def pad_right(normalised: np.ndarray, width: int, axis: int) -> np.ndarray:
     return np.pad(normalised, pad)
 
 
+def crnn_gray(encoded: bytes, height: int, width: int, keep_ratio: bool) -> np.ndarray:
+    """The shared crnn's image pipeline up to normalising, one implementation for every backend that
+    uses it: decode with PIL, convert to gray (``"L"``, ITU-R 601 luma), PIL bilinear resize (antialiased
+    when shrinking) to ``height x width`` or, with ``keep_ratio``, to ``height x keep_ratio_width(...)``.
+    Returns uint8 ``(height, w)`` in 0..255."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(encoded)) as image:
+        gray = image.convert("L")
+        if keep_ratio:
+            width = keep_ratio_width(gray.height, gray.width, height, width)
+        gray = gray.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(gray, dtype=np.uint8)
+
+
 DECODERS = {("pil", "rgb"), ("pil", "gray"), ("cv2", "bgr"), ("cv2", "gray"), ("cv2", "rgb"), ("pil", "bgr")}
 
 

@@ -23,7 +23,7 @@ from mindspore.mindrecord import FileWriter
 
 from backends.mindspore.model import WARPCTC_MEAN, WARPCTC_STD
 from ocrbench.labels import read_label_file
-from ocrbench.preprocess import keep_ratio_width, pad_right
+from ocrbench.preprocess import crnn_gray, pad_right
 
 SCHEMA = {"image": {"type": "bytes"}, "label": {"type": "int32", "shape": [-1]},
           "length": {"type": "int32"}, "id": {"type": "string"}}
@@ -63,26 +63,17 @@ def write_native(dataset_dir: Path, charset: str, native: Path, max_len: int) ->
     os.replace(tmp, native)
 
 
-def _gray_chw(image: np.ndarray) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> gray float32 (1, H, W) with ITU-R 601 weights (as PIL's "L")."""
-    return (image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[None]
+class CrnnGray:
+    """Encoded image bytes (the MindRecord ``image`` column) -> gray float32 (1, height, w) in 0..255:
+    the shared crnn's decode and resize, ``ocrbench.preprocess.crnn_gray`` (PIL gray, PIL bilinear; w =
+    ``width``, or the keep-ratio width), as in every other backend."""
 
+    def __init__(self, height: int, width: int, keep_ratio: bool):
+        self.height, self.width, self.keep_ratio = height, width, keep_ratio
 
-class KeepRatioResize:
-    """RGB uint8 (h, w, 3) -> (height, min(max_width, ceil(height * w / h)), 3) (``keep_ratio_width``),
-    resized with ``vision.Resize(..., Inter.LINEAR)`` — the op and interpolation of the stretched crnn
-    pipeline, run eagerly on the one image because its output width depends on the image (a native
-    ``Resize`` has a fixed size). The ops are made once per output width."""
-
-    def __init__(self, height: int, max_width: int):
-        self.height, self.max_width = height, max_width
-        self.ops: dict[int, vision.Resize] = {}
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        width = keep_ratio_width(image.shape[0], image.shape[1], self.height, self.max_width)
-        if width not in self.ops:
-            self.ops[width] = vision.Resize((self.height, width), vision.Inter.LINEAR)
-        return self.ops[width](image)
+    def __call__(self, encoded: np.ndarray) -> np.ndarray:
+        gray = crnn_gray(encoded.tobytes(), self.height, self.width, self.keep_ratio)
+        return gray.astype(np.float32)[None]
 
 
 class PadRight:
@@ -103,10 +94,9 @@ def pipeline(native: Path, split: str, arch: str, height: int, width: int, batch
 
     * ``warpctc``: decode -> BGR -> x / 255 -> normalise with WarpCTC's mean/std -> resize to H x W
       (bilinear) -> CHW (WarpCTC's order of operations).
-    * ``crnn``: decode -> resize to 32 x W (bilinear) -> gray -> x / 127.5 - 1 -> (1, 32, W).
-    * ``crnn`` with ``keep_ratio``: decode -> resize to 32 x min(W, ceil(32 w / h)) (the same bilinear,
-      ``KeepRatioResize``) -> gray -> x / 127.5 - 1 -> (1, 32, w) padded with zeros on the right to
-      (1, 32, W) (``PadRight``).
+    * ``crnn``: PIL decode -> gray -> PIL bilinear to 32 x W (``CrnnGray``) -> x / 127.5 - 1 -> (1, 32, W).
+    * ``crnn`` with ``keep_ratio``: the same to 32 x min(W, ceil(32 w / h)) -> x / 127.5 - 1 -> (1, 32, w)
+      padded with zeros on the right to (1, 32, W) (``PadRight``).
     """
     shards = {"num_shards": shard[0], "shard_id": shard[1]} if shard[0] > 1 else {}
     data = ds.MindDataset(str(record_path(native, split)), columns_list=["image", "label", "length"],
@@ -116,11 +106,8 @@ def pipeline(native: Path, split: str, arch: str, height: int, width: int, batch
                vision.Rescale(1.0 / 255.0, 0.0),
                vision.Normalize(mean=list(WARPCTC_MEAN), std=list(WARPCTC_STD)),
                vision.Resize((height, width), vision.Inter.LINEAR), vision.HWC2CHW()]
-    elif keep_ratio:
-        ops = [vision.Decode(), KeepRatioResize(height, width), _gray_chw, vision.Rescale(1.0 / 127.5, -1.0),
-               PadRight(width)]
     else:
-        ops = [vision.Decode(), vision.Resize((height, width), vision.Inter.LINEAR), _gray_chw,
-               vision.Rescale(1.0 / 127.5, -1.0)]
+        ops = [CrnnGray(height, width, keep_ratio), vision.Rescale(1.0 / 127.5, -1.0)]
+        ops += [PadRight(width)] if keep_ratio else []
     data = data.map(operations=ops, input_columns="image", num_parallel_workers=workers)
     return data.batch(batch_size, drop_remainder=drop_remainder)

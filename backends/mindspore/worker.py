@@ -15,7 +15,9 @@ ocrbench does not — docs/backends.md).
 
 Images are decoded and resized in the ``mindspore.dataset`` map for every batch (``mindrecord.pipeline``),
 with ``data.cache`` memory or none alike: MindSpore's dataset cache needs a separate cache server, and the
-MindRecord rows are read by index, so memory is bounded by the batches in flight. The crnn's
+MindRecord rows are read by index, so memory is bounded by the batches in flight. The crnn's images are
+decoded gray and resized with PIL's bilinear filter, ``ocrbench.preprocess.crnn_gray`` — the same
+function as the other backends, so a model moved between frameworks sees the same pixels; its
 ``keep_ratio`` resizes to height 32 keeping the aspect ratio and pads the normalised image with zeros on
 the right to the input width.
 
@@ -189,18 +191,18 @@ class MindSporeTrainer(Trainer):
         return self.epoch_steps(self._shard_size(), self.job.train["batch_size"])   # this rank's shard
 
     def input_spec(self) -> dict:
-        size = {"decoder": "cv2", "height": self.height, "width": self.width, "interpolation": "cv2_linear"}
+        size = {"height": self.height, "width": self.width}
         if self.arch == "warpctc":
             pixels = (f"(x / 255 - mean) / std per BGR channel, mean {list(WARPCTC_MEAN)}, "
                       f"std {list(WARPCTC_STD)}")
             color = "BGR"
             described = preprocess.describe(decode="bgr", mean=list(WARPCTC_MEAN), std=list(WARPCTC_STD),
-                                            normalize_first=True, **size)   # WarpCTC resizes the float image
+                                            normalize_first=True, decoder="cv2", interpolation="cv2_linear",
+                                            **size)   # WarpCTC resizes the float image
         else:
             pixels, color = "x / 127.5 - 1 for x in 0..255 (range [-1, 1])", "gray"
-            described = preprocess.describe(decode="rgb", mean=[0.5], std=[0.5],
-                                            to_gray=preprocess.ITU_601_GRAY, keep_ratio=self.keep_ratio,
-                                            **size)
+            described = preprocess.describe(decode="gray", decoder="pil", interpolation="pil_bilinear",
+                                            mean=[0.5], std=[0.5], keep_ratio=self.keep_ratio, **size)
         if self.keep_ratio:
             resize = (f"bilinear to height {self.height} keeping the aspect ratio, width "
                       f"min({self.width}, ceil({self.height} w / h)), then padded on the right to "

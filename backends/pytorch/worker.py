@@ -19,14 +19,12 @@ module and writes results.
 from __future__ import annotations
 
 import copy
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -48,8 +46,9 @@ class LmdbImages(Dataset):
 
     Decoded gray with PIL and resized with PIL's bilinear filter to 32 x ``width`` or, with ``keep_ratio``,
     to 32 x ``preprocess.keep_ratio_width(h, w, 32, width)`` (at most ``width``: :class:`Collate` pads it
-    after normalising). With ``cache`` a decoded image is kept in memory after its first use (``data.cache:
-    memory``); without it every access decodes again, so memory is bounded by the batch.
+    after normalising): ``preprocess.crnn_gray``, the shared crnn's one pipeline. With ``cache`` a decoded
+    image is kept in memory after its first use (``data.cache: memory``); without it every access decodes
+    again, so memory is bounded by the batch.
     """
 
     def __init__(self, path: Path, width: int, keep_ratio: bool = False, cache: bool = True):
@@ -71,13 +70,7 @@ class LmdbImages(Dataset):
         if self._reader is None:  # opened lazily: one handle per DataLoader worker process
             self._reader = LmdbReader(self.path)
         raw, text = self._reader[index]
-        with Image.open(io.BytesIO(raw)) as img:
-            gray = img.convert("L")
-            width = self.width
-            if self.keep_ratio:
-                width = preprocess.keep_ratio_width(gray.height, gray.width, HEIGHT, self.width)
-            gray = gray.resize((width, HEIGHT), Image.Resampling.BILINEAR)
-        sample = (np.asarray(gray, dtype=np.uint8), text)
+        sample = (preprocess.crnn_gray(raw, HEIGHT, self.width, self.keep_ratio), text)
         if self._cache is not None:
             self._cache[index] = sample
         return sample
