@@ -257,23 +257,24 @@ def render(comparison: Comparison, fmt: str, plot_png: bytes | None = None) -> s
 
 
 def render_equivalence(report, console) -> None:
-    """``ocrbench equivalence``: one row per backend pair, one column per measure (ocrbench.equivalence),
-    figures beyond their tolerance in red."""
+    """``ocrbench equivalence``: one row per measure (ocrbench.equivalence) with its tolerance, the worst
+    pair and its figure (red beyond the tolerance); every pair's figures are in equivalence.json."""
     from rich.table import Table
 
     from ocrbench.equivalence import MEASURES
 
-    table = Table(title="equivalence of the shared crnn (max |Δ|; loss, steps and BN stats relative)")
-    table.add_column("pair")
+    table = Table(title=f"equivalence of the shared crnn over {len(report.pairs)} pairs of "
+                        f"{', '.join(report.backends)}")
+    for column, justify in (("measure", "left"), ("tolerance", "right"), ("worst pair", "left"),
+                            ("worst", "right"), ("best", "right")):
+        table.add_column(column, justify=justify)
     for measure in MEASURES:
+        values = {pair: figures[measure] for pair, figures in report.pairs.items()}
+        pair = max(values, key=values.get)
         tolerance = report.tolerances.get(measure)
-        table.add_column(f"{measure}\n≤ {tolerance:g}" if tolerance else f"{measure}\n(reported)",
-                         justify="right")
-    for (a, b), values in report.pairs.items():
-        cells = []
-        for measure in MEASURES:
-            text = f"{values[measure]:.2e}"
-            tolerance = report.tolerances.get(measure)
-            cells.append(f"[red]{text}[/red]" if tolerance and not values[measure] <= tolerance else text)
-        table.add_row(f"{a} / {b}", *cells)
+        worst = f"{values[pair]:.2e}"
+        if tolerance is not None and not values[pair] <= tolerance:
+            worst = f"[red]{worst}[/red]"
+        table.add_row(measure, f"{tolerance:g}" if tolerance is not None else "(reported)",
+                      f"{pair[0]} / {pair[1]}", worst, f"{min(values.values()):.2e}")
     console.print(table)

@@ -233,7 +233,8 @@ class MindSporeTrainer(Trainer):
         objective, logged = self.loss_weights(lengths)
         self.optimizer.learning_rate.set_data(Tensor(lr, ms.float32))
         if isinstance(self.optimizer, CorrectedEpsilonAdam):
-            self.optimizer.set_step(int(self.optimizer.global_step.asnumpy().reshape(-1)[0]) + 1)
+            eps = self.adam_epsilon(self.optimizer.step_count() + 1)
+            self.optimizer.eps.set_data(Tensor(np.float32(eps)))
         losses, logits = self.step_cell(images, labels, Tensor(lengths.astype(np.int32)), Tensor(objective))
         losses = losses.asnumpy()
         return float((losses.astype(np.float64) * logged).sum()), logits, losses
@@ -361,23 +362,19 @@ def to_blank_last(targets: np.ndarray, classes: int) -> np.ndarray:
 
 
 class CorrectedEpsilonAdam(nn.Adam):
-    """``nn.Adam`` with the update of ``train.optimizer`` as every other backend computes it.
+    """``nn.Adam`` whose epsilon is a parameter of the compiled step, set before every step.
 
     MindSpore's Adam kernel computes ``w -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)``
-    (measured against its docstring's ``lr * m_hat / (sqrt(v_hat) + eps)``), i.e. PyTorch's update with
-    an epsilon ``1 / sqrt(1 - beta2^t)`` times larger — 31.6x at step 1 with beta2 0.999, fading towards
-    1x over thousands of steps. Here epsilon is a parameter of the compiled step that :meth:`set_step`
-    sets before every step to ``eps * sqrt(1 - beta2^t)``, which makes the two updates the same."""
+    (measured; its docstring says ``lr * m_hat / (sqrt(v_hat) + eps)``), so the worker sets epsilon to
+    ``Trainer.adam_epsilon(t)``, which makes the update PyTorch's."""
 
     def __init__(self, params, learning_rate: float, beta1: float, beta2: float, eps: float):
         super().__init__(params, learning_rate=learning_rate, beta1=beta1, beta2=beta2, eps=eps)
-        self.base_eps, self.base_beta2 = float(eps), float(beta2)
         self.eps = ms.Parameter(Tensor(np.float32(eps)), name="adam_corrected_eps", requires_grad=False)
 
-    def set_step(self, step: int) -> None:
-        """Epsilon for optimizer step ``step`` (1-based)."""
-        corrected = self.base_eps * np.sqrt(1.0 - self.base_beta2 ** step)
-        self.eps.set_data(Tensor(np.float32(corrected)))
+    def step_count(self) -> int:
+        """Steps taken so far."""
+        return int(self.global_step.asnumpy().reshape(-1)[0])
 
 
 def make_optimizer(params: list, spec: dict) -> nn.Optimizer:

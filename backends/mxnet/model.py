@@ -72,6 +72,18 @@ class CRNN(HybridBlock):
             self.rnn1 = BidirectionalLSTM(channels[-1], hidden, hidden)
             self.rnn2 = BidirectionalLSTM(hidden, hidden, classes)
 
+    def batch_norms(self, height: int, width: int) -> list[tuple[nn.BatchNorm, int]]:
+        """Each BatchNorm of the conv stack with the H x W of its input for an input of ``height`` x
+        ``width`` (the values per channel and sample its batch statistics average over)."""
+        norms = []
+        for layer in self.cnn:
+            if isinstance(layer, (nn.Conv2D, nn.MaxPool2D)):
+                (kh, kw), (sh, sw), (ph, pw) = (layer._kwargs[k] for k in ("kernel", "stride", "pad"))
+                height, width = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+            elif isinstance(layer, nn.BatchNorm):
+                norms.append((layer, height * width))
+        return norms
+
     def hybrid_forward(self, F, images):
         features = F.squeeze(self.cnn(images), axis=2)        # (B, C, T)
         return self.rnn2(self.rnn1(F.transpose(features, axes=(2, 0, 1))))  # (T, B, classes)

@@ -2,7 +2,8 @@
 
 Native data is MXNet RecordIO (``.rec`` + ``.idx`` written with mxnet.recordio): the record header's label
 is the zero-padded class vector (1-based classes, 0 = padding = blank), the payload the original PNG/JPEG.
-It is read with ``gluon.data.vision.ImageRecordDataset`` (gray decode) and resized with ``mx.image`` to
+It is read with ``gluon.data.RecordFileDataset``; the example's ``lstm_ctc`` decodes gray and resizes with
+``mx.image`` (OpenCV), the shared crnn with ``preprocess.crnn_gray`` (PIL, as every backend's crnn), to
 the model's input: stretched to H x W, or for the shared crnn with ``model.params.keep_ratio`` to height 32
 keeping the aspect ratio (width at most W), scaled to the model's pixel range and zero-padded on the right
 to W after that scaling. The RecordIO payload is the original image, so one native copy serves every resize
@@ -11,11 +12,13 @@ training captchas are instead rendered on the fly, a fresh deterministic set eve
 example's generator.
 
 Loss is ``ctc_loss(..., blank_label='first')`` (blank 0, as in the example and the core), one value per
-sample; ``Trainer.update(batch_size)`` averages the gradients over the batch (``loss_spec``: mean, logged
-per sample). The partial last batch of an epoch is dropped or kept as ``train.drop_last`` says
-(``DataLoader(last_batch="discard" / "keep")``). Checkpoints follow the
-example's convention ``ocr-symbol.json`` + ``ocr-NNNN.params`` (1-based epoch), plus ``ocr-NNNN.states``
-(optimizer state, saved with ``mx.nd.save``: no pickle anywhere, so nothing executes code on load).
+sample, reduced with ``Trainer.loss_weights`` (``train.loss_reduction``; the backend's own is the example's
+mean over the batch). The crnn's BatchNorm running variance is corrected after each step to fold in the
+unbiased batch variance, as PyTorch does (``_unbias_running_vars``). The partial last batch of an epoch is
+dropped or kept as ``train.drop_last`` says (``DataLoader(last_batch="discard" / "keep")``). Checkpoints
+follow the example's convention ``ocr-symbol.json`` + ``ocr-NNNN.params`` (1-based epoch), plus
+``ocr-NNNN.states`` (optimizer state, saved with ``mx.nd.save``: no pickle anywhere, so nothing executes code
+on load).
 
 Data parallel, as the example's ``--gpu N`` / ``--cpu N``: one process drives a list of contexts
 (``mx.gpu(i)`` or ``mx.cpu(i)``); each step's batch is split over them (``split_and_load``) and the
@@ -37,32 +40,39 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from backends.mxnet.model import PIXEL_SCALE, build
+from backends.mxnet import neutral
+from backends.mxnet.model import CRNN, PIXEL_SCALE, build
 from ocrbench import preprocess
 from ocrbench.codec import pad_targets
 from ocrbench.labels import read_label_file
-from ocrbench.worker import EpochContext, Job, LossSpec, Trainer, compare_logits, serve
+from ocrbench.worker import EpochContext, Job, Trainer, compare_logits, serve
 
 PREFIX = "ocr"
 SPLITS = ("train", "eval")
 
 
 class InputImage:
-    """How a decoded uint8 gray image (H_in, W_in, 1) NDArray becomes one sample of the model's input.
+    """How an encoded image (PNG/JPEG bytes) becomes one sample of the model's input.
 
-    Resized with ``mx.image.imresize(interp=1)`` (MXNet's OpenCV, INTER_LINEAR) to ``height`` x ``width``
-    (stretched), giving uint8 (1, height, width) in 0..255 that :meth:`MxnetTrainer._to_input` scales per
-    batch. With ``keep_ratio`` the width is ``preprocess.keep_ratio_width`` (at most ``width``) and the image
-    is scaled here, ``x * scale + shift`` in float32 (the model's pixel range, PIXEL_SCALE), then zero-padded
+    ``lstm_ctc`` (the example's pipeline): decoded gray and resized with ``mx.image.imresize(interp=1)``
+    (MXNet's OpenCV, INTER_LINEAR); the shared crnn (``pil``): ``preprocess.crnn_gray`` (PIL gray, PIL
+    bilinear), the one crnn pipeline of every backend. Either gives uint8 (1, height, width) in 0..255
+    that :meth:`MxnetTrainer._to_input` scales per batch. With ``keep_ratio`` the width is
+    ``preprocess.keep_ratio_width`` (at most ``width``) and the image is scaled here, ``x * scale + shift``
+    in float32 (the model's pixel range, PIXEL_SCALE), then zero-padded
     on the right to ``width`` (``preprocess.pad_right``): float32 (1, height, width), the model's input.
     """
 
-    def __init__(self, height: int, width: int, keep_ratio: bool, scale: float, shift: float):
+    def __init__(self, height: int, width: int, keep_ratio: bool, scale: float, shift: float, pil: bool):
         self.height, self.width, self.keep_ratio = height, width, keep_ratio
         self.scale, self.shift = np.float32(scale), np.float32(shift)
+        self.pil = pil
 
-    def resize(self, image: nd.NDArray) -> np.ndarray:
-        """Decoded (H_in, W_in, 1) uint8 -> resized uint8 (1, height, w), w = width unless keep_ratio."""
+    def resize(self, encoded: bytes) -> np.ndarray:
+        """Encoded image -> resized uint8 (1, height, w), w = width unless keep_ratio."""
+        if self.pil:
+            return preprocess.crnn_gray(encoded, self.height, self.width, self.keep_ratio)[None]
+        image = mx.image.imdecode(encoded, flag=0)                      # (H_in, W_in, 1) uint8
         width = self.width
         if self.keep_ratio:
             width = preprocess.keep_ratio_width(image.shape[0], image.shape[1], self.height, self.width)
@@ -82,7 +92,7 @@ class RecordImages(gluon.data.Dataset):
     scaling); without it every access decodes again, so memory is bounded by the batch."""
 
     def __init__(self, rec: Path, image: InputImage, cache: bool):
-        self.records = gluon.data.vision.ImageRecordDataset(str(rec), flag=0)
+        self.records = gluon.data.RecordFileDataset(str(rec))   # raw records: header + encoded image
         self.image = image
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
@@ -93,8 +103,8 @@ class RecordImages(gluon.data.Dataset):
         if self._cache is not None and index in self._cache:
             resized, label = self._cache[index]
         else:
-            image, label = self.records[index]                       # (H, W, 1) uint8, label vector
-            resized, label = self.image.resize(image), np.asarray(label, dtype=np.float32)
+            header, encoded = mx.recordio.unpack(self.records[index])
+            resized, label = self.image.resize(encoded), np.asarray(header.label, dtype=np.float32)
             if self._cache is not None:
                 self._cache[index] = (resized, label)
         return self.image.finish(resized), label
@@ -116,13 +126,15 @@ class OnlineCaptchas(gluon.data.Dataset):
         from ocrbench.captcha_renderer import render_captcha
 
         png, text = render_captcha(self.config, f"online-{self.epoch}", index)
-        resized = self.image.resize(mx.image.imdecode(png, flag=0))
+        resized = self.image.resize(png)
         targets, _ = pad_targets([text], self.charset, self.max_len)
         return self.image.finish(resized), targets[0].astype(np.float32)
 
 
 class MxnetTrainer(Trainer):
     framework = "mxnet"
+    default_loss_reduction = "mean"   # the example's: per-sample losses, gradients averaged over the batch
+    native_loss = "mx.nd.ctc_loss(blank_label='first', use_label_lengths=True) per sample"
 
     def version(self) -> str:
         return mx.__version__
@@ -183,13 +195,18 @@ class MxnetTrainer(Trainer):
             writer.write_idx(index, mx.recordio.pack(header, (job.dataset_dir / sample.path).read_bytes()))
         writer.close()
 
+    @property
+    def is_crnn(self) -> bool:
+        """The shared crnn (its one image pipeline, neutral weights), not the example's lstm_ctc."""
+        return self.job.model["arch"] == "crnn"
+
     def _input_size(self) -> tuple[int, int]:
         params = self.job.model["params"]
         return params.get("input_height", 32), params["input_width"]
 
     def _input_image(self) -> InputImage:
         height, width = self._input_size()
-        return InputImage(height, width, self.keep_ratio, self.scale, self.shift)
+        return InputImage(height, width, self.keep_ratio, self.scale, self.shift, pil=self.is_crnn)
 
     def _records(self, split: str) -> RecordImages:
         if split not in self._datasets:
@@ -228,6 +245,8 @@ class MxnetTrainer(Trainer):
         self._datasets: dict[str, gluon.data.Dataset] = {}
         self.train_loader = self._loader("train")
         self.trainable = [p for p in self.net.collect_params().values() if p.grad_req != "null"]
+        height, width = self._input_size()
+        self.norms = self.net.batch_norms(height, width) if isinstance(self.net, CRNN) else []
         params = sum(p.data().size for p in self.trainable)
         return {"arch": arch, "params": int(params), "classes": job.charset.num_classes,
                 "hybridized": True}
@@ -250,22 +269,19 @@ class MxnetTrainer(Trainer):
     def steps_per_epoch(self) -> int:
         return len(self.train_loader)
 
-    def loss_spec(self) -> LossSpec:
-        return LossSpec(reduction="mean", logged="per_sample",
-                        native="mx.nd.ctc_loss(blank_label='first') per sample, "
-                               "gluon.Trainer.update(global batch)")
-
     def input_spec(self) -> dict:
         height, width = self._input_size()
+        pil = self.is_crnn
         resize = f"bilinear to {height}x{width}, aspect ratio not kept"
         if self.keep_ratio:
             resize = (f"bilinear to height {height} keeping the aspect ratio, width min({width}, "
                       f"ceil({height} w / h)), zero-padded on the right to {width} after normalising")
         return {"shape": [None, 1, height, width], "layout": "NCHW", "color": "gray", "dtype": "float32",
                 "pixels": self.pixels, "resize": resize,
-                # RecordIO images are decoded gray and resized by MXNet's OpenCV (flag=0, interp=1)
-                "preprocess": preprocess.describe(decode="gray", decoder="cv2", height=height, width=width,
-                                                  keep_ratio=self.keep_ratio, interpolation="cv2_linear",
+                # lstm_ctc: decoded gray and resized by MXNet's OpenCV (flag=0, interp=1); crnn: PIL
+                "preprocess": preprocess.describe(decode="gray", decoder="pil" if pil else "cv2",
+                                                  height=height, width=width, keep_ratio=self.keep_ratio,
+                                                  interpolation="pil_bilinear" if pil else "cv2_linear",
                                                   mean=[-self.shift / self.scale / 255],
                                                   std=[1 / (self.scale * 255)])}
 
@@ -280,39 +296,117 @@ class MxnetTrainer(Trainer):
     def train_epoch(self, ctx: EpochContext) -> float:
         if self.job.dataset.online:
             self.train_loader = self._loader("train", ctx.epoch)
-        clip = self.job.train["grad_clip"]
-        processes = self.job.processes
         total, batches = 0.0, 0
         for images, labels in self.train_loader:
-            batch = images.shape[0]
-            losses = self._forward_backward(images, labels)
-            # the kvstore sums gradients over contexts (and workers): normalise by the global batch
-            global_batch = batch * processes
-            self.trainer.allreduce_grads()
-            if clip:  # gradients are still summed over the batch here; update() divides by it
-                for c in self.ctxs:   # every context holds the same summed gradients after allreduce
-                    gluon.utils.clip_global_norm([p.grad(c) for p in self.trainable], clip * global_batch)
-            self.trainer.set_learning_rate(ctx.lr())
-            self.trainer.update(global_batch)
-            mean = nd.add_n(*[loss.sum().as_in_context(self.ctx) for loss in losses]) / batch
-            total += mean
+            logged, _, _ = self._step(images, labels, ctx.lr())
+            total += logged
             batches += 1
-            ctx.step(batch, lambda value=mean: value.asscalar())
+            ctx.step(images.shape[0], lambda value=logged: value.asscalar())
         return float((total / max(batches, 1)).asscalar()) if batches else 0.0
 
-    def _forward_backward(self, images, labels) -> list[nd.NDArray]:
-        """CTC loss per sample (one array per context, batch split over the contexts), back-propagated."""
+    def _step(self, images, labels, lr: float):
+        """One optimizer step at ``lr`` on this process's batch (a loader batch: images as ``_to_input``
+        takes them, zero-padded 1-based label vectors); returns the logged loss (an NDArray scalar on
+        ``self.ctx``), the logits (T, B, C) and the per-sample CTC losses (B,), all contexts' parts
+        concatenated in batch order.
+
+        The objective is the per-sample losses weighted by ``loss_weights`` over the whole process batch;
+        the kvstore sums the contexts' (and workers') gradients and ``update(processes)`` averages them over
+        the worker processes (as DDP averages over ranks): with ``mean`` that is today's global-batch mean.
+        """
+        lengths = (labels > 0).sum(axis=1).asnumpy()
+        objective, logged = (nd.array(w, dtype="float32") for w in self.loss_weights(lengths))
+        processes = self.job.processes
+        before = self._running_vars()
+        losses, logits, sizes = self._forward_backward(images, labels, objective)
+        self.trainer.allreduce_grads()
+        clip = self.job.train["grad_clip"]
+        if clip:  # the gradients are still summed over the processes here; update() divides by them
+            for c in self.ctxs:   # every context holds the same summed gradients after allreduce
+                gluon.utils.clip_global_norm([p.grad(c) for p in self.trainable], clip * processes)
+        self.trainer.set_learning_rate(lr)
+        optimizer = self.trainer.optimizer
+        if isinstance(optimizer, mx.optimizer.Adam):   # MXNet adds epsilon to sqrt(v): see adam_epsilon
+            optimizer.epsilon = self.adam_epsilon(optimizer.num_update + 1)
+        self.trainer.update(processes)
+        self._unbias_running_vars(before, sizes)
+        losses = nd.concat(*[loss.as_in_context(self.ctx) for loss in losses], dim=0)
+        logits = nd.concat(*[part.as_in_context(self.ctx) for part in logits], dim=1)
+        return (losses * logged.as_in_context(self.ctx)).sum(), logits, losses
+
+    def _forward_backward(self, images, labels, objective):
+        """Per-sample CTC losses (one array per context, the batch split over the contexts); their sum
+        weighted by ``objective`` is back-propagated. Returns the losses, the logits (T, b, C) of each
+        context and each context's sample count."""
         parts = zip(gluon.utils.split_and_load(images, self.ctxs, even_split=False),
-                    gluon.utils.split_and_load(labels, self.ctxs, even_split=False))
+                    gluon.utils.split_and_load(labels, self.ctxs, even_split=False),
+                    gluon.utils.split_and_load(objective, self.ctxs, even_split=False))
         with autograd.record():
-            losses = []
-            for part_images, part_labels in parts:
+            losses, logits, weighted = [], [], []
+            for part_images, part_labels, part_weights in parts:
                 lengths = (part_labels > 0).sum(axis=1)
-                logits = self.net(self._to_input(part_images, part_images.context))        # (T, B, C)
-                losses.append(nd.ctc_loss(logits, part_labels, label_lengths=lengths, use_label_lengths=True,
-                                          blank_label="first"))                            # (B,)
-        autograd.backward(losses)
-        return losses
+                out = self.net(self._to_input(part_images, part_images.context))          # (T, B, C)
+                loss = nd.ctc_loss(out, part_labels, label_lengths=lengths, use_label_lengths=True,
+                                   blank_label="first")                                   # (B,)
+                losses.append(loss)
+                logits.append(out)
+                weighted.append((loss * part_weights).sum())
+        autograd.backward(weighted)
+        return [loss.detach() for loss in losses], [out.detach() for out in logits], \
+            [int(out.shape[1]) for out in logits]
+
+    # ------------------------------------------------- batch-norm running variance (unbiased, as PyTorch)
+    def _running_vars(self) -> list[list[nd.NDArray]]:
+        """Each BatchNorm's running variance on each context, copied before a step (crnn only)."""
+        return [[norm.running_var.data(c).copy() for c in self.ctxs] for norm, _ in self.norms]
+
+    def _unbias_running_vars(self, before: list[list[nd.NDArray]], sizes: list[int]) -> None:
+        """MXNet's BatchNorm folds the *biased* batch variance into ``running_var`` (measured, mxnet 1.9.1);
+        PyTorch (and the other backends of the shared crnn) fold the unbiased one, var * n / (n - 1) over the
+        n = batch x H x W values of a channel. Recover the batch variance from the update and redo it so:
+        ``running = m * old + (1 - m) * var * n / (n - 1)``, per context (each normalises its own part).
+
+        On CPU the running statistics are written by the BatchNorm *backward* operator, which the engine does
+        not list as writing them (a hybridized block's cached op): read right after ``autograd.backward`` they
+        may still be the old ones (measured: one layer of three, every time). The read of ``data`` therefore
+        goes through an op that also reads the layer's ``gamma`` gradient, which that backward operator
+        writes: the engine runs it after that operator, without blocking Python."""
+        for (norm, area), olds in zip(self.norms, before):
+            momentum = norm._kwargs["momentum"]
+            for c, old, samples in zip(self.ctxs, olds, sizes):
+                n = samples * area
+                if n < 2:
+                    continue
+                data, grad = norm.running_var.data(c), norm.gamma.grad(c)
+                updated = nd.where(grad == grad, data, data)   # ordered after the backward (see above)
+                data[:] = momentum * old + (updated - momentum * old) * (n / (n - 1))
+
+    # --------------------------------------------------------------- neutral weights and the probe
+    def _crnn(self) -> CRNN:
+        if not isinstance(self.net, CRNN):
+            raise self._no_neutral()
+        return self.net
+
+    def neutral_weights(self) -> dict[str, np.ndarray]:
+        nd.waitall()   # the BN backward's untracked running-statistics writes (_unbias_running_vars)
+        return neutral.to_neutral(self._crnn(), self.ctx)
+
+    def load_neutral_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        neutral.from_neutral(self._crnn(), tensors)
+
+    def probe_forward(self, inputs: np.ndarray) -> np.ndarray:
+        """Outside ``autograd.record`` gluon runs in inference mode (BN running statistics)."""
+        return self._crnn()(nd.array(inputs, ctx=self.ctx, dtype="float32")).asnumpy()
+
+    def probe_step(self, inputs, targets, lengths, lr):
+        self._crnn()
+        labels = np.zeros_like(targets, dtype=np.float32)   # the loader's label vectors: 0 pads
+        for row, length in enumerate(lengths):
+            labels[row, :length] = targets[row, :length]
+        _, logits, losses = self._step(nd.array(inputs, dtype="float32"), nd.array(labels, dtype="float32"),
+                                       lr)
+        nd.waitall()   # the running statistics too, before the next inference forward reads them
+        return logits.asnumpy(), losses.asnumpy()
 
     def weight_arrays(self) -> list[list[np.ndarray]]:
         """The trained parameters on each context (one list per context)."""

@@ -82,10 +82,34 @@ class TwoBiasLSTMCell(layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
+@keras.saving.register_keras_serializable(package="ocrbench")
+class UnbiasedBatchNorm(layers.BatchNormalization):
+    """Keras BatchNormalization whose moving variance folds in the *unbiased* batch variance
+    (var * n / (n - 1) over the n = batch x H x W values of a channel), as PyTorch's BatchNorm2d does; Keras
+    folds the biased one. Normalisation itself uses the biased batch variance, as both do. The variables,
+    their names and inference are Keras's own (``call(training=False)`` is the parent's)."""
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, "float32")
+        mean, variance = keras.ops.moments(x, axes=self._reduction_axes)
+        shape = keras.ops.shape(x)
+        count = keras.ops.cast(keras.ops.prod([shape[axis] for axis in self._reduction_axes]), "float32")
+        unbiased = variance * count / keras.ops.maximum(count - 1.0, 1.0)
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(self.moving_variance * momentum + unbiased * (1.0 - momentum))
+        outputs = keras.ops.batch_normalization(x, mean, variance, axis=self.axis, offset=self.beta,
+                                                scale=self.gamma, epsilon=self.epsilon)
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
 def crnn(classes: int, input_width: int, channels: list[int], hidden: int) -> keras.Model:
     """The shared CRNN (docs/architectures.md) in Keras; same layers and parameter count as PyTorch.
     PyTorch's max-pool padding (0, 1) becomes zero padding: after ReLU every value is >= 0, so a zero
-    pad gives the same maximum as PyTorch's -inf pad."""
+    pad gives the same maximum as PyTorch's -inf pad. BatchNorm has PyTorch's momentum (0.9 here = 0.1
+    there), epsilon and unbiased running variance (:class:`UnbiasedBatchNorm`)."""
     images = keras.Input((HEIGHT, input_width, 1), name="image")
     x = images
     for index, (out, kernel, padding) in enumerate(zip(channels, KERNELS, PADDINGS)):
@@ -93,7 +117,7 @@ def crnn(classes: int, input_width: int, channels: list[int], hidden: int) -> ke
             x = layers.ZeroPadding2D(padding)(x)
         x = layers.Conv2D(out, kernel, name=f"conv{index}")(x)
         if index in BATCH_NORM_AFTER:
-            x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"bn{index}")(x)
+            x = UnbiasedBatchNorm(momentum=0.9, epsilon=1e-5, name=f"bn{index}")(x)
         x = layers.ReLU()(x)
         if index in POOL_2X2_AFTER:
             x = layers.MaxPooling2D(2, 2)(x)

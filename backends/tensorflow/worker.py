@@ -7,9 +7,10 @@ convention, also in the exports' metadata); best paths are converted to ocrbench
 reads gray, both scaled to [-1, 1]. With the crnn's ``keep_ratio`` the images are resized to height 32
 keeping their aspect ratio (width ``ocrbench.preprocess.keep_ratio_width``), normalised and padded on the
 right with zeros (0.0, after normalising) to the input width, per image in the tf.data map. Loss:
-``tf.nn.ctc_loss`` on sparse labels (the native CTC kernel, blank last), averaged over the batch as
-upstream (``loss_spec``: mean, logged per sample). The partial last batch of an epoch is dropped or kept as
-``train.drop_last`` says (``padded_batch(drop_remainder=...)``).
+``tf.nn.ctc_loss`` on sparse labels (the native CTC kernel, blank last), one value per sample, reduced with
+``Trainer.loss_weights`` (``train.loss_reduction``; the backend's own is upstream's mean over the batch).
+The partial last batch of an epoch is dropped or kept as ``train.drop_last`` says
+(``padded_batch(drop_remainder=...)``).
 The training step is a ``tf.function`` without XLA (measured slower on CPU; see docs/backends.md).
 
 Memory: with ``data.cache: memory`` the parsed records are cached by tf.data and each epoch shuffles them
@@ -21,8 +22,10 @@ Data parallel with tf.distribute: on one machine a ``MirroredStrategy`` over the
 CPU devices (``--nproc N``: the CPU is split with ``set_logical_device_configuration``, gradients summed
 by ``ReductionToOneDevice``); across machines a ``MultiWorkerMirroredStrategy`` (ring all-reduce) from
 the ``TF_CONFIG`` the core sets on each node. Every step's global batch is split over the replicas; each
-replica's loss is its samples' CTC loss summed over the global batch (``tf.nn.compute_average_loss``),
-so the summed gradients are the global mean.
+replica weights its samples' CTC losses with ``loss_weights`` of its own labels divided by the replicas in
+sync, and ``apply_gradients`` sums the replicas' gradients: the average of the replicas' objectives (as
+DDP averages ranks), with ``mean`` the global mean — what ``tf.nn.compute_average_loss`` (the replica's sum
+over its batch x the replicas) gave before.
 """
 
 from __future__ import annotations
@@ -37,17 +40,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from backends.tensorflow import tfrecords  # noqa: E402
+from backends.tensorflow import neutral, tfrecords  # noqa: E402
 from backends.tensorflow.model import HEIGHT, build, input_channels  # noqa: E402
 from ocrbench import preprocess  # noqa: E402
 from ocrbench.codec import from_blank_last  # noqa: E402
-from ocrbench.worker import EpochContext, Job, LossSpec, Trainer, compare_logits, serve  # noqa: E402
+from ocrbench.weights import blank_first  # noqa: E402
+from ocrbench.worker import EpochContext, Job, Trainer, compare_logits, serve  # noqa: E402
 
 SHUFFLE_BUFFER = 100_000
 
 
 class TensorFlowTrainer(Trainer):
     framework = "tensorflow"
+    default_loss_reduction = "mean"   # upstream's: the per-sample losses averaged over the batch
+    native_loss = "tf.nn.ctc_loss(sparse labels, blank_index=-1) per sample"
 
     def version(self) -> str:
         return tf.__version__
@@ -152,8 +158,9 @@ class TensorFlowTrainer(Trainer):
     def to_input(self, batch: tf.Tensor) -> tf.Tensor:
         """A pipeline batch -> the model input float32 (B, 32, W, C) in [-1, 1]. Stretched records arrive
         as uint8 BGR and are normalised here (inside the train step's graph); keep-ratio batches were
-        normalised and zero-padded per image by the pipeline (``keep_ratio_input``) and pass unchanged."""
-        return batch if self.keep_ratio else self.normalise(batch)
+        normalised and zero-padded per image by the pipeline (``keep_ratio_input``), and the probe's canonical
+        batches are model input already: float32 passes unchanged."""
+        return batch if batch.dtype == tf.float32 else self.normalise(batch)
 
     def keep_ratio_input(self, image, labels, length, sample_id):
         """One keep-ratio record (uint8 BGR (32, w, 3), w <= W) -> normalised float32 (32, W, C), padded on
@@ -166,44 +173,55 @@ class TensorFlowTrainer(Trainer):
         """The per-record map before batching: the keep-ratio normalise-and-pad, or nothing."""
         return self.keep_ratio_input if self.keep_ratio else None
 
-    def _make_train_step(self):
+    def _replica_step(self, images, labels, lengths):
+        """One replica's training step (the one step function of ``train_epoch`` and ``probe_step``):
+        ``images`` as ``to_input`` takes them, zero-padded classes (blank last) and label lengths. The
+        objective is the per-sample CTC losses weighted by ``loss_weights`` of this replica's labels,
+        divided by the replicas in sync (``apply_gradients`` sums over them). Returns the logged loss (this
+        replica's share of it), the logits (B, T, C) and the per-sample losses (B,)."""
         variables = self.model.trainable_variables
         decay = self.job.train["optimizer"]["weight_decay"]
         clip = self.job.train["grad_clip"]
-        steps = self.steps
+        replicas = self.strategy.num_replicas_in_sync if self.strategy is not None else 1
+        batch = tf.shape(images)[0]
+        objective, logged = tf.numpy_function(self.loss_weights, [lengths], [tf.float32, tf.float32],
+                                              stateful=False)
+        objective, logged = (tf.reshape(w, [batch]) / replicas for w in (objective, logged))
+        sparse = dense_to_sparse(labels, lengths)
+        with tf.GradientTape() as tape:
+            logits = self.model(self.to_input(images), training=True)          # (B, T, C)
+            losses = tf.nn.ctc_loss(sparse, logits, None, tf.fill([batch], self.steps),
+                                    logits_time_major=False, blank_index=-1)
+            loss = tf.reduce_sum(losses * objective)
+        grads = tape.gradient(loss, variables)
+        if replicas > 1 and (decay or clip):   # decay and clipping apply to the summed gradient
+            grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        if decay:  # L2 as in the other backends' optimizers (added to the gradient, not decoupled)
+            grads = [g + decay * v for g, v in zip(grads, variables)]
+        if clip:
+            grads, _ = tf.clip_by_global_norm(grads, clip)
+        if replicas > 1 and (decay or clip):   # apply_gradients sums over replicas again
+            grads = [g / replicas for g in grads]
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return tf.reduce_sum(losses * logged), logits, losses
+
+    def _label_specs(self) -> list[tf.TensorSpec]:
+        return [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
+
+    def _make_train_step(self):
+        """``_replica_step`` for the pipeline's batches, under the strategy when there is one; returns the
+        step's logged loss (summed over the replicas' shares)."""
         strategy = self.strategy
-        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-
-        def replica_step(images, labels, lengths):
-            batch = tf.shape(images)[0]
-            sparse = dense_to_sparse(labels, lengths)
-            with tf.GradientTape() as tape:
-                logits = self.model(self.to_input(images), training=True)          # (B, T, C)
-                losses = tf.nn.ctc_loss(sparse, logits, None, tf.fill([batch], steps),
-                                        logits_time_major=False, blank_index=-1)
-                loss = tf.nn.compute_average_loss(losses)   # sum over this replica / global batch
-            grads = tape.gradient(loss, variables)
-            if replicas > 1 and (decay or clip):   # decay and clipping apply to the summed gradient
-                grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
-            if decay:  # L2 as in the other backends' optimizers (added to the gradient, not decoupled)
-                grads = [g + decay * v for g, v in zip(grads, variables)]
-            if clip:
-                grads, _ = tf.clip_by_global_norm(grads, clip)
-            if replicas > 1 and (decay or clip):   # apply_gradients sums over replicas again
-                grads = [g / replicas for g in grads]
-            self.optimizer.apply_gradients(zip(grads, variables))
-            return loss
-
         images = (tf.TensorSpec([None, HEIGHT, self.width, input_channels(self.arch)], tf.float32)
                   if self.keep_ratio else tf.TensorSpec([None, HEIGHT, self.width, 3], tf.uint8))
-        signature = [images,
-                     tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
+        signature = [images, *self._label_specs()]
         if strategy is None:
-            return tf.function(replica_step, input_signature=signature)
+            return tf.function(lambda *batch: self._replica_step(*batch)[0], input_signature=signature)
 
         @tf.function
         def distributed_step(images, labels, lengths):
-            per_replica = strategy.run(replica_step, args=(images, labels, lengths))
+            per_replica = strategy.run(lambda *batch: self._replica_step(*batch)[0],
+                                       args=(images, labels, lengths))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
         return distributed_step
@@ -215,10 +233,6 @@ class TensorFlowTrainer(Trainer):
 
     def steps_per_epoch(self) -> int:
         return self.epoch_steps(self.sizes["train"], self.global_batch)
-
-    def loss_spec(self) -> LossSpec:
-        return LossSpec(reduction="mean", logged="per_sample",
-                        native="tf.nn.ctc_loss(blank_index=-1) per sample, tf.nn.compute_average_loss")
 
     def input_spec(self) -> dict:
         gray = input_channels(self.arch) == 1
@@ -266,7 +280,7 @@ class TensorFlowTrainer(Trainer):
         total, batches = 0.0, 0
         with tf.device(self.device):
             for images, labels, lengths, *_ in data:
-                self.optimizer.learning_rate.assign(ctx.lr())
+                self._set_lr(ctx.lr())
                 loss = self._train_step(images, labels, lengths)
                 value = float(loss)
                 total += value
@@ -275,6 +289,51 @@ class TensorFlowTrainer(Trainer):
                 left -= taken
                 ctx.step(taken // share if self.strategy else int(images.shape[0]), value)
         return total / max(batches, 1)
+
+    def _set_lr(self, lr: float) -> None:
+        """The step's learning rate and, for Adam, its epsilon: Keras adds epsilon to sqrt(v) and folds
+        the bias correction into the step size, so ``Trainer.adam_epsilon`` makes the update PyTorch's."""
+        self.optimizer.learning_rate.assign(lr)
+        if isinstance(self.optimizer, keras.optimizers.Adam):
+            self.optimizer.epsilon.assign(self.adam_epsilon(int(self.optimizer.iterations.numpy()) + 1))
+
+    # --------------------------------------------------------------- neutral weights and the probe
+    def _crnn(self) -> keras.Model:
+        if self.arch != "crnn":
+            raise self._no_neutral()
+        return self.model
+
+    def neutral_weights(self) -> dict[str, np.ndarray]:
+        return neutral.to_neutral(self._crnn())
+
+    def load_neutral_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        neutral.from_neutral(self._crnn(), tensors)
+
+    def probe_forward(self, inputs: np.ndarray) -> np.ndarray:
+        """Canonical NCHW -> NHWC, the inference-mode logits (B, T, C; blank last) -> (T, B, C), blank 0."""
+        self._crnn()
+        with tf.device(self.device):
+            logits = self._logits(tf.constant(inputs.transpose(0, 2, 3, 1))).numpy()
+        return blank_first(logits.transpose(1, 0, 2), axis=2)
+
+    def probe_step(self, inputs, targets, lengths, lr):
+        """``_replica_step`` on the canonical batch (NCHW -> NHWC; blank-0 classes -> blank last: class
+        k + 1 -> k), without a strategy (the probe is one device)."""
+        self._crnn()
+        if self.strategy is not None:
+            raise NotImplementedError("the equivalence probe runs on one device, not under "
+                                      f"{type(self.strategy).__name__}")
+        if not hasattr(self, "_probe_step"):
+            spec = tf.TensorSpec([None, HEIGHT, self.width, input_channels(self.arch)], tf.float32)
+            self._probe_step = tf.function(self._replica_step, input_signature=[spec, *self._label_specs()])
+        lengths = np.asarray(lengths, dtype=np.int32)
+        mask = np.arange(targets.shape[1])[None, :] < lengths[:, None]
+        labels = np.where(mask, targets - 1, 0).astype(np.int32)   # padding is masked by the lengths
+        with tf.device(self.device):
+            self._set_lr(lr)
+            _, logits, losses = self._probe_step(tf.constant(inputs.transpose(0, 2, 3, 1)),
+                                                 tf.constant(labels), tf.constant(lengths))
+        return blank_first(logits.numpy().transpose(1, 0, 2), axis=2), losses.numpy()
 
     def weight_arrays(self) -> list[list[np.ndarray]]:
         """The trained variables as each local replica holds them (one list per replica)."""
@@ -370,8 +429,12 @@ def make_optimizer(spec: dict) -> keras.optimizers.Optimizer:
     if spec["name"] == "sgd":
         return keras.optimizers.SGD(lr, momentum=spec["momentum"])
     if spec["name"] == "adam":
-        return keras.optimizers.Adam(lr, beta_1=spec["betas"][0], beta_2=spec["betas"][1],
+        adam = keras.optimizers.Adam(lr, beta_1=spec["betas"][0], beta_2=spec["betas"][1],
                                      epsilon=spec["eps"])
+        # a variable, not the traced constant: set every step to Trainer.adam_epsilon (_set_lr)
+        adam.epsilon = keras.Variable(spec["eps"], trainable=False, name="adam_corrected_eps",
+                                      dtype="float32")
+        return adam
     if spec["name"] == "rmsprop":
         return keras.optimizers.RMSprop(lr, momentum=spec["momentum"])
     if spec["name"] == "adadelta":
