@@ -237,6 +237,35 @@ def blank_first(array: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.roll(array, 1, axis=axis)
 
 
+LSTM_PER_LAYER = {"weight_ih": "weight_ih_l0", "weight_hh": "weight_hh_l0", "bias_ih": "bias_ih_l0",
+                  "bias_hh": "bias_hh_l0"}   # PyTorch's one-layer nn.LSTM names, Paddle and MindSpore alike
+
+
+def sequential_name_map(convs: list[int], norms: list[int], bn_names: dict[str, str],
+                        rnn: str = "rnn{layer}", reverse: str = "_reverse") -> dict[str, str]:
+    """Neutral name -> native parameter name for a crnn built as the backends build it: a sequential
+    ``cnn`` whose convolutions and batch norms sit at positions ``convs`` and ``norms``
+    (``cnn.<position>.weight``), then two BiLSTM blocks named by ``rnn`` (``{layer}`` 1-based,
+    ``{index}`` 0-based) each with ``.rnn`` (an LSTM named as PyTorch's: ``weight_ih_l0`` and
+    ``weight_ih_l0<reverse>`` for the backward direction) and ``.embedding`` (the linear). ``bn_names``:
+    the framework's names of BN_TENSORS."""
+    names: dict[str, str] = {}
+    for index, position in enumerate(convs):
+        names[f"conv{index}.weight"] = f"cnn.{position}.weight"
+        names[f"conv{index}.bias"] = f"cnn.{position}.bias"
+    for index, position in zip(BATCH_NORM_AFTER, norms):
+        for neutral, native in bn_names.items():
+            names[f"bn{index}.{neutral}"] = f"cnn.{position}.{native}"
+    for layer in (1, 2):
+        block = rnn.format(layer=layer, index=layer - 1)
+        for direction, suffix in (("forward", ""), ("backward", reverse)):
+            for neutral, native in LSTM_PER_LAYER.items():
+                names[f"rnn{layer}.{direction}.{neutral}"] = f"{block}.rnn.{native}{suffix}"
+        names[f"rnn{layer}.linear.weight"] = f"{block}.embedding.weight"
+        names[f"rnn{layer}.linear.bias"] = f"{block}.embedding.bias"
+    return names
+
+
 def reorder_gates(array: np.ndarray, source: str, target: str, axis: int = 0) -> np.ndarray:
     """Reorder the four gate blocks of an LSTM tensor along ``axis`` from gate order ``source`` to
     ``target`` (strings of the letters i, f, g, o, e.g. ``"ifgo"``)."""

@@ -99,3 +99,17 @@ def test_a_pytorch_model_gives_the_same_predictions_in_every_backend(trained, ba
     written = weights.read(run_dir / "exports" / "weights" / weights.FILE_NAME)
     assert written.meta["source"].split(",")[0].split()[0] != "torch"     # written by the other framework
     assert all(np.array_equal(loaded[n], written.tensors[n]) for n in loaded), backend
+
+
+def test_export_command_writes_the_weights_of_the_last_checkpoint(trained):
+    run_dir, _ = trained
+    path = run_dir / "exports" / "weights" / weights.FILE_NAME
+    before = weights.read(path).tensors
+    result = run_cli("export", run_dir, "--format", "weights")
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = weights.read(path)
+    assert after.meta["source"].startswith("torch ") and set(after.tensors) == set(before)
+    assert all(np.array_equal(before[n], after.tensors[n]) for n in before)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (record,) = [x for x in metrics["exports"] if x["format"] == "weights"]
+    assert record["ok"] and record["path"] == f"exports/weights/{weights.FILE_NAME}"

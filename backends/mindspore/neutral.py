@@ -19,10 +19,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from ocrbench import weights
-from ocrbench.crnn_layout import BATCH_NORM_AFTER
 
-LSTM_NAMES = {"weight_ih": "weight_ih_l0", "weight_hh": "weight_hh_l0", "bias_ih": "bias_ih_l0",
-              "bias_hh": "bias_hh_l0"}
 BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
             "running_var": "moving_variance"}
 HEAD = ("rnn2.linear.weight", "rnn2.linear.bias")   # blank last here, first in the neutral layout
@@ -33,20 +30,7 @@ def name_map(net: nn.Cell) -> dict[str, str]:
     cells = list(net.cnn.cells())
     convs = [i for i, c in enumerate(cells) if isinstance(c, nn.Conv2d)]
     norms = [i for i, c in enumerate(cells) if isinstance(c, nn.BatchNorm2d)]
-    names: dict[str, str] = {}
-    for index, position in enumerate(convs):
-        names[f"conv{index}.weight"] = f"cnn.{position}.weight"
-        names[f"conv{index}.bias"] = f"cnn.{position}.bias"
-    for index, position in zip(BATCH_NORM_AFTER, norms):
-        for neutral, native in BN_NAMES.items():
-            names[f"bn{index}.{neutral}"] = f"cnn.{position}.{native}"
-    for layer in (1, 2):
-        for direction, suffix in (("forward", ""), ("backward", "_reverse")):
-            for neutral, native in LSTM_NAMES.items():
-                names[f"rnn{layer}.{direction}.{neutral}"] = f"rnn{layer}.rnn.{native}{suffix}"
-        names[f"rnn{layer}.linear.weight"] = f"rnn{layer}.embedding.weight"
-        names[f"rnn{layer}.linear.bias"] = f"rnn{layer}.embedding.bias"
-    return names
+    return weights.sequential_name_map(convs, norms, BN_NAMES)
 
 
 def to_neutral(net: nn.Cell) -> dict[str, np.ndarray]:

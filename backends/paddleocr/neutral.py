@@ -18,10 +18,8 @@ from __future__ import annotations
 import numpy as np
 from paddle import nn
 
-from ocrbench.crnn_layout import BATCH_NORM_AFTER
+from ocrbench.weights import sequential_name_map
 
-LSTM_NAMES = {"weight_ih": "weight_ih_l0", "weight_hh": "weight_hh_l0", "bias_ih": "bias_ih_l0",
-              "bias_hh": "bias_hh_l0"}
 BN_NAMES = {"weight": "weight", "bias": "bias", "running_mean": "_mean", "running_var": "_variance"}
 
 
@@ -30,20 +28,7 @@ def name_map(model: nn.Layer) -> dict[str, str]:
     layers = list(model.cnn)
     convs = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2D)]
     norms = [i for i, layer in enumerate(layers) if isinstance(layer, nn.BatchNorm2D)]
-    names: dict[str, str] = {}
-    for index, position in enumerate(convs):
-        names[f"conv{index}.weight"] = f"cnn.{position}.weight"
-        names[f"conv{index}.bias"] = f"cnn.{position}.bias"
-    for index, position in zip(BATCH_NORM_AFTER, norms):
-        for neutral, native in BN_NAMES.items():
-            names[f"bn{index}.{neutral}"] = f"cnn.{position}.{native}"
-    for layer in (1, 2):
-        for direction, suffix in (("forward", ""), ("backward", "_reverse")):
-            for neutral, native in LSTM_NAMES.items():
-                names[f"rnn{layer}.{direction}.{neutral}"] = f"rnn{layer}.rnn.{native}{suffix}"
-        names[f"rnn{layer}.linear.weight"] = f"rnn{layer}.embedding.weight"
-        names[f"rnn{layer}.linear.bias"] = f"rnn{layer}.embedding.bias"
-    return names
+    return sequential_name_map(convs, norms, BN_NAMES)
 
 
 def _transposed(neutral: str) -> bool:

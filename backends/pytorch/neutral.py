@@ -10,31 +10,16 @@ import numpy as np
 import torch
 
 from backends.pytorch.model import CRNN
-from ocrbench.crnn_layout import BATCH_NORM_AFTER
+from ocrbench.weights import BN_TENSORS, sequential_name_map
 
-LSTM_NAMES = {"weight_ih": "weight_ih_l0", "weight_hh": "weight_hh_l0", "bias_ih": "bias_ih_l0",
-              "bias_hh": "bias_hh_l0"}
-BN_NAMES = {"weight": "weight", "bias": "bias", "running_mean": "running_mean", "running_var": "running_var"}
+BN_NAMES = {name: name for name in BN_TENSORS}
 
 
 def name_map(model: CRNN) -> dict[str, str]:
     """Neutral name -> the model's state_dict key."""
-    names: dict[str, str] = {}
     convs = [i for i, m in enumerate(model.cnn) if isinstance(m, torch.nn.Conv2d)]
     norms = [i for i, m in enumerate(model.cnn) if isinstance(m, torch.nn.BatchNorm2d)]
-    for index, position in enumerate(convs):
-        names[f"conv{index}.weight"] = f"cnn.{position}.weight"
-        names[f"conv{index}.bias"] = f"cnn.{position}.bias"
-    for index, position in zip(BATCH_NORM_AFTER, norms):
-        for neutral, native in BN_NAMES.items():
-            names[f"bn{index}.{neutral}"] = f"cnn.{position}.{native}"
-    for layer in (1, 2):
-        for direction, suffix in (("forward", ""), ("backward", "_reverse")):
-            for neutral, native in LSTM_NAMES.items():
-                names[f"rnn{layer}.{direction}.{neutral}"] = f"rnn.{layer - 1}.rnn.{native}{suffix}"
-        names[f"rnn{layer}.linear.weight"] = f"rnn.{layer - 1}.embedding.weight"
-        names[f"rnn{layer}.linear.bias"] = f"rnn.{layer - 1}.embedding.bias"
-    return names
+    return sequential_name_map(convs, norms, BN_NAMES, rnn="rnn.{index}")
 
 
 def to_neutral(model: CRNN) -> dict[str, np.ndarray]:
