@@ -40,9 +40,7 @@ from ocrbench.errors import OcrbenchError
 
 FORMAT = "ocrbench.weights/1"
 FILE_NAME = "model.safetensors"   # exports/weights/model.safetensors in a run directory
-GATES = ("i", "f", "g", "o")      # the canonical LSTM gate order
 BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
-LSTM_TENSORS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 DIRECTIONS = ("forward", "backward")
 
 
@@ -264,13 +262,6 @@ def sequential_name_map(convs: list[int], norms: list[int], bn_names: dict[str, 
         names[f"rnn{layer}.linear.weight"] = f"{block}.embedding.weight"
         names[f"rnn{layer}.linear.bias"] = f"{block}.embedding.bias"
     return names
-
-
-def reorder_gates(array: np.ndarray, source: str, target: str, axis: int = 0) -> np.ndarray:
-    """Reorder the four gate blocks of an LSTM tensor along ``axis`` from gate order ``source`` to
-    ``target`` (strings of the letters i, f, g, o, e.g. ``"ifgo"``)."""
-    blocks = np.split(array, 4, axis=axis)
-    return np.concatenate([blocks[source.index(gate)] for gate in target], axis=axis)
 
 
 # ----------------------------------------------------------------------- model.init, in the core

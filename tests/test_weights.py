@@ -110,14 +110,10 @@ def test_init_from_a_run_directory_needs_its_weights_export(tmp_path):
     assert np.array_equal(drawn.tensors["conv3.weight"], expected)
 
 
-def test_converter_helpers_move_the_blank_and_the_gates():
+def test_converter_helpers_move_the_blank():
     head = np.arange(4)[:, None] * np.ones((1, 2))           # class rows 0 (blank), 1, 2, 3
     assert weights.blank_last(head)[:, 0].tolist() == [1, 2, 3, 0]
     assert np.array_equal(weights.blank_first(weights.blank_last(head)), head)
-    gates = np.repeat(np.array([0, 1, 2, 3]), 2)             # blocks i, f, g, o of H = 2 rows
-    assert weights.reorder_gates(gates, "ifgo", "ifog").tolist() == [0, 0, 1, 1, 3, 3, 2, 2]
-    assert np.array_equal(weights.reorder_gates(weights.reorder_gates(gates, "ifgo", "igfo"), "igfo", "ifgo"),
-                          gates)
 
 
 @pytest.mark.parametrize("reduction,objective,logged", [
