@@ -32,7 +32,8 @@ from ocrbench.errors import OcrbenchError
 JOB_SCHEMA = "ocrbench.job/2"
 # train (then export), or ``ocrbench export``: the last checkpoint exported again
 # equivalence: one probe batch through the network (ocrbench.equivalence), nothing trained or exported
-STAGES = ("train", "export", "equivalence")
+# predict: the last checkpoint on the dataset's eval split, decoded with confidences (ocrbench predict)
+STAGES = ("train", "export", "equivalence", "predict")
 CACHE_POLICIES = ("memory", "none")   # data.cache as resolved by the core (ocrbench.plan.resolve_cache)
 DEFAULT_PATHS = {"events": "events.jsonl", "native_log": "native.log", "checkpoints": "checkpoints",
                  "predictions": "predictions", "exports": "exports"}

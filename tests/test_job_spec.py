@@ -86,7 +86,7 @@ def test_rank_comes_from_the_launchers_variable(monkeypatch):
     (lambda d: d.update(resume=1), "resume: expected bool"),
     (lambda d: d["distributed"].update(world_size=True), "distributed.world_size: expected int"),
     (lambda d: d["distributed"].update(world_size=0), "distributed.world_size: 0 is not a positive count"),
-    (lambda d: d.update(stage="predict"), "stage: 'predict' is not one of train, export"),
+    (lambda d: d.update(stage="serve"), "stage: 'serve' is not one of train, export, equivalence, predict"),
     (lambda d: d.update(model=None), "model: must not be null"),
 ])
 def test_reading_is_strict_and_names_the_key(change, message):

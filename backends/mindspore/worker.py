@@ -99,6 +99,11 @@ class TrainStep(nn.Cell):
         return losses, logits
 
 
+def batch_major_logits(logits: ms.Tensor) -> np.ndarray:
+    """Time-major logits (T, B, C) -> float32 numpy (B, T, C)."""
+    return logits.asnumpy().transpose(1, 0, 2).astype(np.float32)
+
+
 class MindSporeTrainer(Trainer):
     framework = "mindspore"
     default_loss_reduction = "sum"   # WarpCTC's: per-sample losses, each with sensitivity 1
@@ -214,7 +219,8 @@ class MindSporeTrainer(Trainer):
 
     def output_spec(self) -> dict:
         return {"blank": self.classes - 1, "labels": "charset[k] is class k; the blank is the last class",
-                "output": "logits (time, batch, classes), time-major", "layout": "TBC"}
+                "output": "logits (time, batch, classes), time-major", "layout": "TBC",
+                "activation": "logits"}
 
     def train_epoch(self, ctx: EpochContext) -> float:
         self.step_cell.set_train(True)
@@ -282,13 +288,21 @@ class MindSporeTrainer(Trainer):
             return None
         return self._predict_with(nn.GraphCell(ms.load(str(directory / "model.mindir"))), "eval")
 
-    def _predict_with(self, net, split: str):
+    def predict_outputs(self, split: str):
+        """Batch-major logits (B, T, C), the blank last (as :meth:`output_spec`)."""
+        self.net.set_train(False)
+        yield from self._predict_with(self.net, split, head=batch_major_logits)
+        self.net.set_train(True)
+
+    def _predict_with(self, net, split: str, head=None):
+        """``(ids, head(logits))`` per batch of time-major logits (T, B, C); the default head is the best
+        paths (B, T) in the blank-0 convention."""
+        head = head or (lambda logits: from_blank_last(logits.argmax(axis=2).asnumpy().T, self.classes))
         ids, offset = self.sample_ids(split), 0
         for images, _, _ in self._data(split).create_tuple_iterator(num_epochs=1):
-            logits = net(images)                                        # (T, B, C)
-            paths = from_blank_last(logits.argmax(axis=2).asnumpy().T, self.classes)  # (B, T)
-            yield ids[offset: offset + len(paths)], paths
-            offset += len(paths)
+            out = head(net(images))
+            yield ids[offset: offset + len(out)], out
+            offset += len(out)
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self, directory: Path, epoch: int) -> list[Path]:

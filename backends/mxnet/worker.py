@@ -131,6 +131,16 @@ class OnlineCaptchas(gluon.data.Dataset):
         return self.image.finish(resized), targets[0].astype(np.float32)
 
 
+def best_paths(logits: nd.NDArray) -> np.ndarray:
+    """Time-major logits (T, B, C) -> argmax classes (B, T), batch-major."""
+    return nd.argmax(logits, axis=2).transpose().asnumpy().astype(np.int64)
+
+
+def batch_major_logits(logits: nd.NDArray) -> np.ndarray:
+    """Time-major logits (T, B, C) -> float32 numpy (B, T, C)."""
+    return logits.transpose((1, 0, 2)).asnumpy().astype(np.float32)
+
+
 class MxnetTrainer(Trainer):
     framework = "mxnet"
     default_loss_reduction = "mean"   # the example's: per-sample losses, gradients averaged over the batch
@@ -423,14 +433,18 @@ class MxnetTrainer(Trainer):
                                           str(directory / "model-0000.params"), ctx=self.ctx)
         return self._predict_with(block, "eval")
 
-    def _predict_with(self, net, split: str):
+    def predict_outputs(self, split: str):
+        return self._predict_with(self.net, split, head=batch_major_logits)
+
+    def _predict_with(self, net, split: str, head=None):
+        """``(ids, head(logits))`` per batch; the default head is the best paths (B, T), batch-major."""
+        head = head or best_paths
         ids = self.sample_ids(split)
         offset = 0
         for images, _ in self._loader(split):
-            logits = net(self._to_input(images))
-            paths = nd.argmax(logits, axis=2).transpose().asnumpy().astype(np.int64)  # (B, T)
-            yield ids[offset: offset + len(paths)], paths
-            offset += len(paths)
+            out = head(net(self._to_input(images)))
+            yield ids[offset: offset + len(out)], out
+            offset += len(out)
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self, directory: Path, epoch: int) -> list[Path]:

@@ -276,13 +276,20 @@ class PaddleTrainer(Trainer):
         """This rank's trained parameters."""
         return [[p.numpy() for p in self.model.parameters() if not p.stop_gradient]]
 
-    @paddle.no_grad()
     def predict(self, split: str):
+        return self._predict_with(split, lambda logits: logits.argmax(axis=2).numpy().T)   # (B, T)
+
+    def predict_outputs(self, split: str):
+        """Batch-major logits (B, T, C), the blank 0, before the softmax the exports apply."""
+        return self._predict_with(split, lambda logits: logits.numpy().transpose(1, 0, 2).astype(np.float32))
+
+    @paddle.no_grad()
+    def _predict_with(self, split: str, head):
+        """``(ids, head(logits))`` per batch of the trained network's time-major logits (T, B, C)."""
         self.model.eval()
         order = list(range(len(self.samples[split])))
         for ids, images, _, _ in self._batches(split, order, self.job.eval["batch_size"], False):
-            logits = self.model(paddle.to_tensor(images))
-            yield ids, logits.argmax(axis=2).numpy().T                             # (B, T)
+            yield ids, head(self.model(paddle.to_tensor(images)))
 
     def predict_exported(self, fmt: str, directory: Path):
         """The eval split through the reloaded inference model (softmax, batch-major; ONNX: the core)."""
@@ -337,7 +344,7 @@ class PaddleTrainer(Trainer):
     def output_spec(self) -> dict:
         return {"blank": 0, "labels": "charset[k] is class k + 1; the blank is class 0",
                 "output": "probabilities (batch, time, classes), batch-major, softmax applied "
-                          "(PaddleOCR's inference-model layout)", "layout": "BTC"}
+                          "(PaddleOCR's inference-model layout)", "layout": "BTC", "activation": "softmax"}
 
     def reference_batch(self, n: int):
         """The first n eval images as the exports take them and their softmax output (B, T, C)."""

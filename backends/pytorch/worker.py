@@ -116,6 +116,16 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
 
 
+def best_paths(logits: torch.Tensor) -> np.ndarray:
+    """Time-major logits (T, B, C) -> argmax classes (B, T), batch-major."""
+    return logits.argmax(2).transpose(0, 1).cpu().numpy()
+
+
+def batch_major_logits(logits: torch.Tensor) -> np.ndarray:
+    """Time-major logits (T, B, C) -> float32 numpy (B, T, C)."""
+    return logits.transpose(0, 1).float().cpu().numpy()
+
+
 class TorchTrainer(Trainer):
     framework = "torch"
     default_loss_reduction = "char_mean"   # nn.CTCLoss's own 'mean', as crnn.pytorch trains
@@ -281,17 +291,22 @@ class TorchTrainer(Trainer):
         return self._predict_with(torch.jit.load(str(directory / "model.ts")).eval(), "eval",
                                   torch.device("cpu"))
 
+    def predict_outputs(self, split: str):
+        self.model.eval()
+        return self._predict_with(self.model, split, self.device, head=batch_major_logits)
+
     @torch.no_grad()
-    def _predict_with(self, model, split: str, device: torch.device):
+    def _predict_with(self, model, split: str, device: torch.device, head=None):
+        """``(ids, head(logits))`` per batch; the default head is the best paths (B, T), batch-major."""
+        head = head or best_paths
         ids = self.sample_ids(split)
         offset = 0
         loader = (self.eval_loader if split == "eval"
                   else self._loader(split, self.job.eval["batch_size"], False))
         for images, _, _ in loader:
-            logits = model(to_input(images, device))
-            paths = logits.argmax(2).transpose(0, 1).cpu().numpy()  # (B, T), batch-major
-            yield ids[offset: offset + len(paths)], paths
-            offset += len(paths)
+            out = head(model(to_input(images, device)))
+            yield ids[offset: offset + len(out)], out
+            offset += len(out)
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self, directory: Path, epoch: int) -> list[Path]:

@@ -254,7 +254,8 @@ class TensorFlowTrainer(Trainer):
 
     def output_spec(self) -> dict:
         return {"blank": self.classes - 1, "labels": "charset[k] is class k; the blank is the last class",
-                "output": "logits (batch, time, classes), batch-major", "layout": "BTC"}
+                "output": "logits (batch, time, classes), batch-major", "layout": "BTC",
+                "activation": "logits"}
 
     def _train_batches(self, epoch: int) -> tf.data.Dataset:
         """The epoch's training batches in its seeded order (``epoch_seed``): the cached records shuffled
@@ -357,14 +358,19 @@ class TensorFlowTrainer(Trainer):
             return self._predict_with(lambda x: run_tflite(interpreter, x.numpy()), "eval")
         return None
 
-    def _predict_with(self, logits_fn, split: str):
+    def predict_outputs(self, split: str):
+        """Batch-major logits (B, T, C), the blank last (as :meth:`output_spec`)."""
+        return self._predict_with(self._logits, split, head=lambda logits: np.asarray(logits, np.float32))
+
+    def _predict_with(self, logits_fn, split: str, head=None):
+        """``(ids, head(logits))`` per batch; the default head is the best paths (B, T) in the blank-0
+        convention."""
+        head = head or (lambda logits: from_blank_last(tf.argmax(logits, axis=2).numpy(), self.classes))
         data = tfrecords.batches(self.records[split], self.job.eval["batch_size"],
                                  transform=self._transform())
         with tf.device(self.device):
             for images, _, _, ids in data:
-                logits = logits_fn(self.to_input(images))
-                paths = from_blank_last(tf.argmax(logits, axis=2).numpy(), self.classes)  # (B, T)
-                yield [i.decode("utf-8") for i in ids.numpy()], paths
+                yield [i.decode("utf-8") for i in ids.numpy()], head(logits_fn(self.to_input(images)))
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self, directory: Path, epoch: int) -> list[Path]:

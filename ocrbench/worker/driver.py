@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ocrbench import atomic, weights
+from ocrbench import atomic, recognition, weights
 from ocrbench.job import Job, JobSpecError
 from ocrbench.predictions import write_predictions
 from ocrbench.schedule import Schedule
@@ -66,9 +66,9 @@ def run_job(trainer: Trainer, events: Events) -> None:
         _probe(trainer, job, events)
         events.emit("done", peak_rss_mb=peak_rss_mb())
         return
-    if job.stage == "export":   # ``ocrbench export``: the last checkpoint, exported again
+    if job.stage in ("export", "predict"):   # ``ocrbench export`` / ``predict``: the last checkpoint
         trainer.load(job.path("checkpoints"))
-        _export_all(trainer, job, events)
+        (_export_all if job.stage == "export" else _recognise)(trainer, job, events)
         events.emit("done", peak_rss_mb=peak_rss_mb())
         return
 
@@ -211,6 +211,24 @@ def _evaluate(trainer: Trainer, job: Job, events: Events, epoch: int, clock: flo
     events.emit("eval", epoch=epoch, n=n, seconds=seconds, images_per_s=n / max(seconds, 1e-9),
                 predictions=str(path.relative_to(job.run_dir)), wall_s=time.perf_counter() - clock)
     return path
+
+
+RECOGNITIONS = "recognitions.jsonl"   # in the job's predictions directory (predict stage)
+
+
+def _recognise(trainer: Trainer, job: Job, events: Events) -> None:
+    """The predict stage: the eval split's images through the network (``Trainer.predict_outputs``),
+    decoded with confidences by ``ocrbench.recognition``, into ``<predictions>/recognitions.jsonl``."""
+    blank = int(trainer.output_spec()["blank"])
+    started = time.perf_counter()
+    found = []
+    for ids, logits in trainer.predict_outputs("eval"):
+        found += recognition.recognise(ids, recognition.probabilities(logits, blank, "logits"), job.charset)
+    seconds = time.perf_counter() - started
+    path = job.path("predictions") / RECOGNITIONS
+    n = recognition.write_recognitions(path, found)
+    events.emit("recognitions", n=n, seconds=seconds, images_per_s=n / max(seconds, 1e-9),
+                path=str(path.relative_to(job.run_dir)))
 
 
 def _export_all(trainer: Trainer, job: Job, events: Events) -> None:

@@ -52,7 +52,8 @@ class LossSpec:
 
 
 DEFAULT_OUTPUT_SPEC = {"blank": 0, "labels": "charset[k] is class k + 1; the blank is class 0",
-                       "output": "logits (time, batch, classes), time-major", "layout": "TBC"}
+                       "output": "logits (time, batch, classes), time-major", "layout": "TBC",
+                       "activation": "logits"}
 SHUFFLE_SEED_STRIDE = 100_003   # Trainer.epoch_seed: seed * stride + epoch
 PREPROCESS_PARAMS = ("keep_ratio",)   # model.params keys of the data pipeline, not of the network
 
@@ -158,9 +159,19 @@ class Trainer(abc.ABC):
 
     # -------------------------------------------------------------------- optional hooks (defaults)
     def output_spec(self) -> dict:
-        """Blank index, label convention and layout of the exports' outputs (their metadata); the default
-        is blank 0 with time-major logits ``(time, batch, classes)``."""
+        """Blank index, label convention, layout and ``activation`` (``logits`` or ``softmax``) of the
+        exports' outputs (their metadata); the default is blank 0 with time-major logits
+        ``(time, batch, classes)``. The ``blank`` is also that of :meth:`predict_outputs`."""
         return dict(DEFAULT_OUTPUT_SPEC)
+
+    def predict_outputs(self, split: str) -> Iterable[tuple[list[str], np.ndarray]]:
+        """Like :meth:`predict`, but the network's outputs: ``(ids, logits)`` batches, logits float32
+        ``(batch, time, classes)``, **batch-major**, before any softmax, in the class order of
+        :meth:`output_spec` (its ``blank``). ``ocrbench predict --engine native`` decodes them with
+        confidences (``ocrbench.recognition``), the way the core decodes an ONNX export's outputs."""
+        raise NotImplementedError(f"the {self.framework} backend cannot give its network's outputs "
+                                  "(Trainer.predict_outputs), so `ocrbench predict --engine native` cannot "
+                                  "run it")
 
     def on_evaluated(self, epoch: int, predictions: Path) -> None:
         """Called after each evaluation with its predictions file, before that epoch's ``save``."""
