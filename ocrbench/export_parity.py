@@ -32,6 +32,7 @@ from ocrbench.errors import OcrbenchError
 from ocrbench.labels import read_label_file
 from ocrbench.metrics import Protocol, score_files
 from ocrbench.predictions import read_predictions, write_predictions
+from ocrbench.recognition import blank_first_order
 from ocrbench.results import validate_metrics
 
 GOAL_IDENTICAL = 0.999
@@ -53,12 +54,7 @@ def export_meta(export_dir: Path) -> dict:
 
 def class_indices(meta: dict, charset: Charset) -> np.ndarray:
     """Maps the export's class k to ocrbench's (blank 0, charset[i] = i + 1)."""
-    classes, blank = meta["classes"], meta["blank"]
-    if blank == 0:
-        return np.arange(classes)
-    if blank == classes - 1:   # blank last: charset[k] is class k
-        return np.concatenate([np.arange(1, classes), [0]])
-    raise OcrbenchError(f"export blank index {blank} is neither 0 nor the last class ({classes - 1})")
+    return np.argsort(blank_first_order(meta["blank"], meta["classes"]))
 
 
 class OnnxModel:
@@ -128,7 +124,7 @@ def check_onnx(run_dir: Path, export: dict, dataset_dir: Path, charset: Charset,
     _timed(lambda: model.raw(one), 5)                                   # warm-up
     latency = np.asarray(_timed(lambda: model.raw(one), LATENCY_RUNS)) * 1000
     throughput = len(full) * 5 / sum(_timed(lambda: model.raw(full), 5))
-    return {"runtime": f"onnxruntime {_ort_version()} (CPU)", "input_batch": model.fixed_batch or "dynamic",
+    return {"runtime": f"onnxruntime {ort_version()} (CPU)", "input_batch": model.fixed_batch or "dynamic",
             **agreement(run_dir, predictions, dataset_dir, charset, protocol),
             **_reference_diffs(export_dir, model, dataset_dir, spec),
             "latency_ms_p50": float(np.percentile(latency, 50)),
@@ -218,7 +214,7 @@ def agreement(run_dir: Path, predictions: Path, dataset_dir: Path, charset: Char
             "predictions": str(predictions.relative_to(run_dir))}
 
 
-def _ort_version() -> str:
+def ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
