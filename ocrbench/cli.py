@@ -384,15 +384,74 @@ def export(run_dir: Path = typer.Argument(..., help="A finished run directory.")
 @app.command("eval")
 @friendly
 def eval_(run_dir: Path = typer.Argument(..., help="A finished run directory."),
-          exported: str = typer.Option("onnx", "--exported", help="Which export to evaluate (onnx).")):
-    """Run a run's ONNX export in onnxruntime (no framework) on the eval split and record its parity.
-
-    Predictions, accuracy, the share identical to the framework's, the output difference on a fixed batch,
-    batch-1 latency and batch-32 throughput go into metrics.json (exports[].parity).
+          exported: str = typer.Option("onnx", "--exported", help="Without --data: which export to check "
+                                                                   "on the run's eval split (onnx)."),
+          data: Optional[Path] = typer.Option(None, "--data", help="Score the run on another dataset: a "
+                                              "recipe (its data section) or a label file (path<TAB>text)."),
+          engine: str = typer.Option("onnx", "--engine", help="With --data: onnx (the ONNX export in "
+                                     "onnxruntime) or native (the framework, from the last checkpoint)."),
+          charset_filter: bool = typer.Option(False, "--charset-filter", help="With --data: drop label "
+                                              "characters the model cannot output instead of refusing.")):
+    """Without --data: check the run's ONNX export in onnxruntime on its eval split (exports[].parity).
+    With --data: score the run on another dataset, into evals/<fingerprint>.json (metrics.json untouched).
     """
-    from ocrbench.export_parity import evaluate_run
+    console = _console()
+    if data is None:
+        from ocrbench.export_parity import evaluate_run
 
-    _print_parity(_console(), evaluate_run(run_dir, exported))
+        _print_parity(console, evaluate_run(run_dir, exported))
+        return
+    from ocrbench.cross_eval import evaluate_on
+
+    record, path = evaluate_on(run_dir.resolve(), data, engine, charset_filter, _console(stderr=True),
+                               sys.argv)
+    e = record["eval"]
+    rate = f"{e['images_per_s']:.0f} images/s" if e["images_per_s"] else "-"
+    console.print(f"{record['run_id']} on {data} (dataset {record['dataset']['fingerprint'][:12]}, "
+                  f"n = {e['n']}): seq acc {e['seq_acc']:.4f}, char acc {e['char_acc']:.4f}, "
+                  f"1-NED {e['ned']:.4f}; engine {record['engine']['runtime']}, {rate}")
+    console.print(f"record: {path}")
+
+
+@app.command()
+@friendly
+def predict(run_dir: Path = typer.Argument(..., help="A finished run directory."),
+            images: List[Path] = typer.Argument(..., help="Image files, folders of images, or label files "
+                                                          "(.txt/.tsv, path<TAB>text lines)."),
+            engine: str = typer.Option("onnx", "--engine", help="onnx: the run's ONNX export in "
+                                       "onnxruntime (no framework); native: the framework, from the last "
+                                       "checkpoint."),
+            fmt: Optional[str] = typer.Option(None, "--format", help="table, jsonl or csv (default: table, "
+                                              "or from --output's suffix)."),
+            output: Optional[Path] = typer.Option(None, "--output", help="Write the results to this file "
+                                                  "(jsonl or csv)."),
+            confidence: str = typer.Option("mean", "--confidence", help="Which confidence the table and the "
+                                           "'confidence' field show: mean or min of the per-step maximum "
+                                           "probability."),
+            batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per onnxruntime call.")):
+    """Read the text in images with a trained run: text and confidence per image.
+
+    Exit 1 when some input could not be read (the others still get their results).
+    """
+    from ocrbench import atomic
+    from ocrbench import predict as predicting
+
+    fmt = predicting.check_options(fmt, output, confidence)
+    status = _console(stderr=True)
+    result = predicting.predict(run_dir.resolve(), images, engine, status, sys.argv, batch_size)
+    if output is not None:
+        atomic.write_text(output, predicting.render(result, fmt, confidence))
+        status.print(f"{fmt}: {output}")
+    elif fmt == "table":
+        predicting.print_table(_console(), result, confidence)
+    else:
+        typer.echo(predicting.render(result, fmt, confidence), nl=False)
+    for line in predicting.summary(result):
+        status.print(line, soft_wrap=True)
+    for failure in result.outcome.failures.values():
+        status.print(f"[bold red]error:[/bold red] {failure.path}: {failure.reason}", soft_wrap=True)
+    if result.outcome.failures:
+        raise typer.Exit(1)
 
 
 def _print_parity(console, parity: dict) -> None:
