@@ -333,7 +333,10 @@ def compare_(paths: List[Path] = typer.Argument(..., help="Run directories, metr
                                                     help="Run id or directory: show every figure also as a "
                                                          "ratio."),
              force: bool = typer.Option(False, "--force", help="Compare runs that are not like-for-like (the "
-                                                              "output says so).")):
+                                                              "output says so)."),
+             eval_on: Optional[str] = typer.Option(None, "--eval", help="A dataset fingerprint (6+ "
+                                                   "characters): show the accuracy each run scored on it "
+                                                   "with `ocrbench eval --data`.")):
     """Put runs side by side: accuracy, speed, memory, sizes; seeds aggregated; best values highlighted."""
     from ocrbench import atomic, compare, report
     from ocrbench.errors import OcrbenchError
@@ -342,7 +345,10 @@ def compare_(paths: List[Path] = typer.Argument(..., help="Run directories, metr
         fmt = report.SUFFIX_FORMATS.get(output.suffix.lower(), "table") if output else "table"
     if fmt not in report.FORMATS:
         raise OcrbenchError(f"--format {fmt!r}: choose one of {', '.join(report.FORMATS)}")
-    comparison = compare.build(compare.load_runs(paths), force=force, baseline=baseline)
+    runs = compare.load_runs(paths)
+    if eval_on is not None:
+        runs = compare.on_other_dataset(runs, eval_on)
+    comparison = compare.build(runs, force=force, baseline=baseline)
     png = None
     if plot is not None or fmt == "html":
         from ocrbench.plots import figure_png

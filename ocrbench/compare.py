@@ -144,6 +144,30 @@ def load_runs(paths: list[Path]) -> list[Run]:
     return sorted(runs, key=lambda r: (r.metrics["backend"]["name"], r.metrics["created"], r.run_id))
 
 
+def on_other_dataset(runs: list[Run], fingerprint: str) -> list[Run]:
+    """The runs as scored on another dataset (``ocrbench eval RUN --data ...``): each finished run's
+    ``eval`` figures (seq/char acc, 1-NED, eval images/s, n, protocol) replaced by those of its record
+    ``evals/<fingerprint>.json`` and that dataset put under ``eval_on``; every other figure stays the
+    training run's. A finished run without such a record is an error naming the command that makes it."""
+    from ocrbench.cross_eval import find_eval
+
+    swapped = []
+    for run in runs:
+        if run.metrics["status"] != "ok":
+            swapped.append(run)
+            continue
+        record = find_eval(run.path.parent, fingerprint)
+        if record is None:
+            raise OcrbenchError(f"{run.path.parent}: no evaluation on a dataset {fingerprint}... "
+                                "(no matching record in its evals/)",
+                                hint=f"score it first: ocrbench eval {run.path.parent} --data "
+                                     "RECIPE_OR_LABELFILE")
+        metrics = {**run.metrics, "eval": {**run.metrics["eval"], **record["eval"]},
+                   "eval_on": {**record["dataset"], "engine": record["engine"]["name"]}}
+        swapped.append(Run(run.path, metrics))
+    return swapped
+
+
 # -------------------------------------------------------------------------------------- parity guards
 def input_size(m: dict) -> str | None:
     """Model input as ``HxWxC`` from the shape and layout the worker reported (``?`` = dynamic)."""
@@ -164,6 +188,7 @@ def init_mode(m: dict) -> str:
 
 PARITY: dict[str, Callable[[dict], Any]] = {
     "init (model.init)": init_mode,
+    "evaluated on (compare --eval)": lambda m: (m.get("eval_on") or {}).get("fingerprint"),
     "dataset fingerprint": lambda m: m["dataset"]["fingerprint"],
     "charset": lambda m: m["dataset"]["charset"],
     "eval protocol": lambda m: json.dumps(m["eval"]["protocol"], sort_keys=True),
@@ -267,6 +292,12 @@ class Comparison:
     mismatches: list[str] = field(default_factory=list)   # non-empty only when forced
     baseline: Row | None = None
     metrics: tuple[Metric, ...] = METRICS
+
+    @property
+    def eval_on(self) -> dict | None:
+        """The other dataset the accuracy columns were scored on (``compare --eval``), or None."""
+        return next((r.metrics["eval_on"] for row in self.rows for r in row.runs if "eval_on" in r.metrics),
+                    None)
 
     @property
     def like_for_like(self) -> bool:

@@ -80,9 +80,16 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
-def onnx_export(metrics: dict) -> dict | None:
-    """The run's successful ONNX export record, or None."""
-    return next((x for x in metrics.get("exports") or [] if x["format"] == "onnx" and x["ok"]), None)
+def onnx_export(run_dir: Path, metrics: dict) -> tuple[dict | None, str]:
+    """The run's usable ONNX export record (successful, its file present), or None and why not."""
+    export = next((x for x in metrics.get("exports") or [] if x["format"] == "onnx"), None)
+    if export is None:
+        return None, "it has no ONNX export"
+    if not export["ok"]:
+        return None, f"its ONNX export failed ({export.get('error')})"
+    if not (run_dir / export["path"]).is_file():
+        return None, f"its ONNX export {run_dir / export['path']} is missing"
+    return export, ""
 
 
 class OnnxEngine:
@@ -91,9 +98,9 @@ class OnnxEngine:
     name = "onnx"
 
     def __init__(self, run_dir: Path, metrics: dict, charset: Charset):
-        export = onnx_export(metrics)
+        export, why = onnx_export(run_dir, metrics)
         if export is None:
-            raise OcrbenchError(f"{run_dir}: no successful ONNX export")
+            raise OcrbenchError(f"{run_dir}: {why}")
         started = time.perf_counter()
         self.meta = export_meta(run_dir / Path(export["path"]).parent)
         self.model = OnnxModel(run_dir / export["path"], self.meta, charset)
@@ -205,10 +212,9 @@ def open_engine(name: str, run_dir: Path, metrics: dict, charset: Charset, conso
     if name not in ENGINES:
         raise OcrbenchError(f"--engine {name!r}: choose one of {', '.join(ENGINES)}")
     if name == "onnx":
-        if onnx_export(metrics) is not None:
+        export, why = onnx_export(run_dir, metrics)
+        if export is not None:
             return OnnxEngine(run_dir, metrics, charset)
-        failed = next((x for x in metrics.get("exports") or [] if x["format"] == "onnx"), None)
-        why = f"its ONNX export failed ({failed.get('error')})" if failed else "it has no ONNX export"
         if not has_checkpoint(run_dir):
             raise OcrbenchError(f"{run_dir}: {why} and no checkpoint (checkpoints/state.json): nothing to "
                                 "predict with", hint="re-run the recipe with onnx in export.formats")

@@ -87,9 +87,14 @@ def preamble(comparison: Comparison) -> list[str]:
         lines.append("NOT LIKE-FOR-LIKE (compared with --force): " + "; ".join(comparison.mismatches))
     elif runs:
         m = runs[0].metrics
+        split = "" if comparison.eval_on else f", eval n = {m['eval']['n']}"
         lines.append(f"{len(runs)} run(s), like-for-like: dataset {str(m['dataset']['fingerprint'])[:12]} "
-                     f"({m['dataset']['source']}, eval n = {m['eval']['n']}), same charset, eval protocol "
-                     f"and input size")
+                     f"({m['dataset']['source']}{split}), same charset, eval protocol and input size")
+    if comparison.eval_on:
+        other = comparison.eval_on
+        lines.append(f"accuracy and eval img/s scored on another dataset: {other['fingerprint'][:12]} "
+                     f"({other['source']}, eval n = {other['splits']['eval']}, `ocrbench eval --data`, "
+                     f"{other['engine']} engine); every other figure is from training")
     machines = {json.dumps({k: r.metrics["hardware"].get(k) for k in ("cpu_model", "cores", "gpus")},
                            sort_keys=True)
                 for r in runs}
@@ -192,6 +197,7 @@ def json_text(comparison: Comparison) -> str:
     document = {
         "like_for_like": comparison.like_for_like,
         "mismatches": comparison.mismatches,
+        "eval_on": comparison.eval_on,
         "common_parameters": comparison.common,
         "varying_parameters": comparison.varying,
         "baseline": comparison.baseline.label if comparison.baseline else None,
