@@ -39,6 +39,22 @@ def run_cli(*args, env=None, cwd=None, timeout=900):
                           cwd=cwd or ROOT, timeout=timeout)
 
 
+@pytest.fixture(scope="session")
+def pytorch_smoke_run(tmp_path_factory):
+    """One real run of the PyTorch smoke recipe (it learns: ≥ its target_acc) for the whole session,
+    shared by test_e2e_pytorch and test_predict: ``(run_dir, completed process)``. Tests that change the
+    run directory work on a copy."""
+    from ocrbench import envs
+    from ocrbench.backend import get_backend
+
+    envs.resolve_python(get_backend("pytorch"))   # a clear error if the env is missing
+    out = tmp_path_factory.mktemp("pytorch-smoke")
+    result = run_cli("run", ROOT / "backends" / "pytorch" / "smoke.yml", "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = out.iterdir()
+    return run_dir, result
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

@@ -213,3 +213,25 @@ def check_chinese_lines(tmp_path: Path, backend: str, formats: list[str], blank:
     assert parity["max_abs_diff"] < 1e-3 and parity["preprocess_max_diff"] <= PREPROCESS_EXACT, parity
     assert parity["identical"] >= 0.999, parity
     return metrics
+
+
+def check_predict(run_dir: Path, engine: str = "native", fallback: bool = False) -> list[dict]:
+    """``ocrbench predict RUN EVAL_LABEL_FILE --engine ENGINE --format jsonl`` reads every eval image as
+    the trained run did: the same texts as its predictions file, confidences in (0, 1], the run's seq acc.
+    ``fallback``: the run has no usable ONNX export, so the onnx engine must hand over to the native one."""
+    from conftest import run_cli
+
+    job = json.loads((run_dir / "job.json").read_text())
+    result = run_cli("predict", run_dir, Path(job["dataset"]["dir"]) / "eval.txt", "--engine", engine,
+                     "--format", "jsonl")
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = " ".join(result.stderr.split())
+    assert ("using the native engine" in said) == fallback, said
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = (run_dir / "predictions" / "eval.tsv").read_text(encoding="utf-8").splitlines()
+    assert [(r["image"], r["text"]) for r in rows] == [tuple(line.split("\t", 1)) for line in lines]
+    assert all(0 < r["confidence_min"] <= r["confidence_mean"] <= 1 for r in rows)
+    seq_acc = json.loads((run_dir / "metrics.json").read_text())["eval"]["seq_acc"]
+    assert sum(r["correct"] for r in rows) / len(rows) == seq_acc
+    assert not list(run_dir.glob("predict-*.tmp"))
+    return rows

@@ -8,7 +8,7 @@ import pytest
 from backends.mindspore.spec import WarpCtcParams
 from conftest import ROOT
 from e2e_checks import (backend_python, check_chinese_lines, check_complete_run, check_exports, check_learned,
-                        check_onnx_parity, check_partial_batch_policy, check_reloaded_parity,
+                        check_onnx_parity, check_partial_batch_policy, check_predict, check_reloaded_parity,
                         check_small_crnn, extend_by_resume, in_env, recipe_epochs, smoke)
 from ocrbench.recipe import CrnnParams
 from pins import pinned_version
@@ -90,3 +90,7 @@ def test_chinese_lines_keep_ratio(tmp_path, ms_python):
     metrics = check_chinese_lines(tmp_path, "mindspore", ["mindir", "onnx"], blank=40)
     native = next(x for x in metrics["exports"] if x["format"] == "mindir")["parity"]
     assert native["n"] == 16 and native["identical"] == 1.0, native
+
+
+def test_native_predict_reads_what_the_run_read(warpctc_run):
+    check_predict(warpctc_run)       # MindSpore's logits, blank last, decoded by the core

@@ -8,8 +8,8 @@ import pytest
 from backends.mxnet.spec import LstmCtcParams
 from conftest import ROOT
 from e2e_checks import (PLUMBING, backend_python, check_chinese_lines, check_complete_run, check_exports,
-                        check_learned, check_partial_batch_policy, check_reloaded_parity, check_small_crnn,
-                        extend_by_resume, in_env, recipe_epochs, smoke)
+                        check_learned, check_partial_batch_policy, check_predict, check_reloaded_parity,
+                        check_small_crnn, extend_by_resume, in_env, recipe_epochs, smoke)
 from ocrbench.recipe import CrnnParams
 from pins import pinned_version
 
@@ -86,3 +86,8 @@ def test_partial_last_batch_policy_and_loss_reduction(tmp_path, mx_python):
 
 def test_chinese_text_lines_keeping_the_aspect_ratio(tmp_path, mx_python):
     check_chinese_lines(tmp_path, "mxnet", ["mxnet", "onnx"], blank=0)
+
+
+def test_predict_falls_back_to_mxnet_without_a_working_onnx(lstm_run):
+    # the lstm_ctc ONNX export fails (mx.onnx 1.9.1): the default engine hands over to MXNet, saying so
+    check_predict(lstm_run, engine="onnx", fallback=True)

@@ -9,7 +9,7 @@ import yaml
 from backends.paddleocr.spec import CrnnMobileNetV3Params
 from conftest import ROOT
 from e2e_checks import (PLUMBING, backend_python, check_chinese_lines, check_complete_run, check_exports,
-                        check_onnx_parity, check_partial_batch_policy, check_reloaded_parity,
+                        check_onnx_parity, check_partial_batch_policy, check_predict, check_reloaded_parity,
                         check_small_crnn, extend_by_resume, in_env, smoke)
 from ocrbench.recipe import CrnnParams
 from pins import pinned_version
@@ -108,3 +108,7 @@ def test_partial_last_batch_policy_and_loss_reduction(tmp_path, paddle_python):
 
 def test_chinese_text_lines_keeping_the_aspect_ratio(tmp_path, paddle_python):
     check_chinese_lines(tmp_path, "paddleocr", ["paddle", "onnx"], blank=0)
+
+
+def test_native_predict_reads_what_the_run_read(mobilenet_run):
+    check_predict(mobilenet_run)     # Paddle's logits before the exports' softmax, decoded by the core

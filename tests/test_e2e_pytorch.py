@@ -29,12 +29,8 @@ def torch_python():
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, torch_python):
-    out = tmp_path_factory.mktemp("runs")
-    result = run_cli("run", SMOKE, "--out", out)
-    assert result.returncode == 0, result.stdout + result.stderr
-    (run_dir,) = out.iterdir()
-    return run_dir, result
+def smoke_run(pytorch_smoke_run):
+    return pytorch_smoke_run
 
 
 def test_smoke_run_writes_a_complete_valid_run(smoke_run):

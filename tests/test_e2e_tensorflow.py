@@ -9,7 +9,7 @@ import pytest
 from backends.tensorflow.spec import ShadowNetParams
 from conftest import ROOT
 from e2e_checks import (backend_python, check_chinese_lines, check_complete_run, check_exports, check_learned,
-                        check_onnx_parity, check_partial_batch_policy, check_reloaded_parity,
+                        check_onnx_parity, check_partial_batch_policy, check_predict, check_reloaded_parity,
                         check_small_crnn, extend_by_resume, in_env, recipe_epochs, smoke)
 from ocrbench.recipe import CrnnParams
 from pins import pinned_version
@@ -120,3 +120,7 @@ def test_chinese_lines_keep_ratio(tmp_path, tf_python):
     (run_dir,) = (tmp_path / "runs").iterdir()
     native = Path(json.loads((run_dir / "job.json").read_text())["dataset"]["native_dir"])
     assert (native / "128x32-keepratio" / "char_dict" / "ord_map.json").is_file()
+
+
+def test_native_predict_reads_what_the_run_read(shadownet_run):
+    check_predict(shadownet_run)     # TensorFlow's logits, blank last, decoded by the core
