@@ -97,7 +97,7 @@ def test_checkpoint_loads_with_weights_only(smoke_run, torch_python):
             "print(s['epoch'], len(s['model']))")
     out = subprocess.run([str(torch_python), "-c", code, str(run_dir / "checkpoints" / "last.pt")],
                          capture_output=True, text=True, check=True)
-    assert out.stdout.split()[0] == "2"
+    assert out.stdout.split()[0] == "3"
 
 
 def test_native_lmdb_is_the_dtrb_layout(smoke_run):
