@@ -76,7 +76,7 @@ def test_export_and_eval_commands(smoke_run, tmp_path):
     result = run_cli("eval", run_dir, "--exported", "onnx")
     assert result.returncode == 0 and "batch-1 latency p50" in result.stdout, result.stdout + result.stderr
     bad = run_cli("export", tmp_path / "nope")
-    assert bad.returncode == 2 and "not a finished run" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "no such run directory" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("eval", run_dir, "--exported", "torchscript")
     assert bad.returncode == 2 and "only onnx runs in the core" in bad.stderr
 
