@@ -69,16 +69,32 @@ def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 @app.command()
 @friendly
 def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
-            set_: List[str] = typer.Option([], "--set", help=SET_HELP)):
+            set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+            rebuild: bool = typer.Option(False, "--rebuild", help="Delete the prepared dataset (and its "
+                                         "backends' native copies) and build it again."),
+            verify: bool = typer.Option(False, "--verify", help="Check every image's sha256 and the "
+                                        "fingerprint of a prepared dataset (exit 1 naming what changed).")):
     """Prepare (or find) the recipe's canonical dataset and print its directory and fingerprint."""
     from ocrbench import datasets
+    from ocrbench.errors import OcrbenchError
     from ocrbench.plan import plan
     from ocrbench.recipe import load_recipe
 
     loaded, path = load_recipe(recipe, set_)
     p = plan(loaded, path)
     console = _console(stderr=True)
-    prepared = datasets.prepare(loaded.resolved()["data"], path.parent, log=console.print)
+    if rebuild and verify:
+        raise OcrbenchError("--rebuild and --verify: give one (a rebuilt dataset is new)")
+    prepared = datasets.prepare(loaded.resolved()["data"], path.parent, log=console.print, rebuild=rebuild)
+    if verify:
+        problems = datasets.verify(prepared.root)
+        for problem in problems:
+            console.print(f"[bold red]damaged:[/bold red] {prepared.root}: {problem}", soft_wrap=True)
+        if problems:
+            console.print(f"  hint: rebuild it with `ocrbench prepare {recipe} --rebuild`")
+            raise typer.Exit(1)
+        console.print(f"dataset: verified {prepared.root}: every image matches its sha256 and the "
+                      "fingerprint matches")
     ctc = p.check_ctc(prepared.root)
     console.print(f"dataset: every label fits T = {ctc.steps} CTC steps "
                   f"({p.spec.name}, {p.recipe.model.arch})"

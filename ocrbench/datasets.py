@@ -13,11 +13,15 @@ files' contents and the images' sizes and times), so a second run with the same 
 directory is built under a temporary name and renamed into place: it is either complete or absent.
 
 Captchas are drawn by ``ocrbench.captcha_renderer``: every image's bytes depend only on the recipe.
+
+Also ``files.tsv`` (every image's size and sha256: the quick check on reuse, ``ocrbench prepare --verify``)
+and, beside the directory, ``.<name>.lock`` (processes preparing it at once take turns).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -30,7 +34,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from ocrbench import atomic
+from ocrbench import atomic, errors, images
 from ocrbench.captcha_renderer import font_problem, render_captcha
 from ocrbench.errors import OcrbenchError
 from ocrbench.home import datasets_dir
@@ -112,46 +116,148 @@ def versions() -> dict[str, str]:
     return found
 
 
-def prepare(data: dict, base_dir: Path, log: Callable[[str], None] = print) -> PreparedDataset:
+def prepare(data: dict, base_dir: Path, log: Callable[[str], None] = print,
+            rebuild: bool = False) -> PreparedDataset:
     """Prepare (or reuse) the canonical dataset for a recipe's resolved ``data`` section.
 
-    ``base_dir`` resolves relative paths in the recipe (the recipe file's directory).
+    ``base_dir`` resolves relative paths in the recipe (the recipe file's directory). Processes that need
+    the same dataset at once take turns (a file lock beside it): the first builds, the others wait and
+    reuse it. A reused dataset is checked against its file list (every image present with its size,
+    :func:`check_files`); ``rebuild`` deletes it (and its native copies) and builds it again.
     """
     config = _content_config(data, base_dir)
     key = hashlib.sha256(json.dumps({"format": FORMAT, "config": config, "versions": versions()},
                                     sort_keys=True).encode()).hexdigest()[:16]
     root = datasets_dir() / f"{data['source']}-{key}"
-    if (root / "manifest.json").is_file():
-        manifest = json.loads((root / "manifest.json").read_text())
-        log(f"dataset: reusing {root} ({manifest['fingerprint'][:12]})")
-        return PreparedDataset(root, manifest)
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for split in SPLITS:
-        (tmp / "images" / split).mkdir(parents=True)
-    started = time.monotonic()
-    try:
-        build = _build_synthetic if data["source"] in SYNTHETIC else _build_import
-        rows, charset, skipped = build(data, config, tmp, log)
-        manifest = _finish(tmp, config, key, rows, charset, skipped, time.monotonic() - started)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        os.rename(tmp, root)
-    except OSError:  # another process finished the same dataset first: theirs is identical
-        shutil.rmtree(tmp, ignore_errors=True)
-        manifest = json.loads((root / "manifest.json").read_text())
+    with _exclusive(root, log):
+        if rebuild and root.exists():
+            _remove(root)
+            log(f"dataset: removed {root} to rebuild it")
+        if (root / "manifest.json").is_file():
+            manifest = json.loads((root / "manifest.json").read_text())
+            problem = check_files(root)
+            if problem:
+                raise OcrbenchError(f"{root}: the prepared dataset is damaged: {problem}",
+                                    hint="rebuild it: `ocrbench prepare RECIPE --rebuild` (the same recipe; "
+                                         "its native copies are rebuilt by the next run)")
+            log(f"dataset: reusing {root} ({manifest['fingerprint'][:12]})")
+            return PreparedDataset(root, manifest)
+        manifest = _build(data, config, key, root, log)
     log(f"dataset: wrote {root} — {manifest['splits']['train']['n']} train / "
         f"{manifest['splits']['eval']['n']} eval images in {manifest['seconds']:.1f} s "
         f"({manifest['images_per_s']:.0f} images/s)")
     return PreparedDataset(root, manifest)
 
 
+def _build(data: dict, config: dict, key: str, root: Path, log) -> dict:
+    """Build the dataset under a temporary name and rename it to ``root`` (complete or absent)."""
+    tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
+    for stale in root.parent.glob(f".{root.name}.*.tmp"):   # left by a killed build (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    for split in SPLITS:
+        (tmp / "images" / split).mkdir(parents=True)
+    started = time.monotonic()
+    try:
+        with errors.writing("the canonical dataset", tmp):
+            build = _build_synthetic if data["source"] in SYNTHETIC else _build_import
+            rows, charset, counts = build(data, config, tmp, log)
+            manifest = _finish(tmp, config, key, rows, charset, counts, time.monotonic() - started)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.rename(tmp, root)
+    return manifest
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path, log):
+    """Hold the dataset's lock file (``.<name>.lock`` beside it, ``fcntl.flock``), saying so when another
+    process holds it (it is preparing the same dataset)."""
+    with open(root.with_name(f".{root.name}.lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"dataset: another process is preparing {root.name}; waiting for it ...")
+            started = time.monotonic()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            log(f"dataset: waited {time.monotonic() - started:.1f} s")
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove(root: Path) -> None:
+    """Delete a dataset directory: renamed away first, so it is gone at once even if deleting is cut short."""
+    trash = root.with_name(f".{root.name}.{os.getpid()}.removed.tmp")
+    os.rename(root, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+FILES = "files.tsv"   # relpath<TAB>bytes<TAB>sha256 for every image, written with the dataset
+
+
+def _file_list(root: Path) -> list[tuple[str, int, str]] | None:
+    path = root / FILES
+    if not path.is_file():
+        return None   # prepared before file lists existed: nothing to check against
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        relpath, size, sha = line.split("\t")
+        rows.append((relpath, int(size), sha))
+    return rows
+
+
+def check_files(root: Path) -> str | None:
+    """The quick check made whenever a dataset is reused: every image in its file list is present with its
+    recorded size, and the label files and charset are there. Returns the first problem (naming the file)
+    or None. A same-size change of content is found by :func:`verify`."""
+    for name in ("train.txt", "eval.txt", "charset.txt"):
+        if not (root / name).is_file():
+            return f"{name} is missing"
+    for relpath, size, _ in _file_list(root) or []:
+        try:
+            found = (root / relpath).stat().st_size
+        except FileNotFoundError:
+            return f"{relpath} is missing"
+        if found != size:
+            return f"{relpath} is {found} bytes, {size} when prepared"
+    return None
+
+
+def verify(root: Path) -> list[str]:
+    """Every problem of a prepared dataset: the quick check, each image's sha256 against the file list, and
+    the fingerprint recomputed from the label files, images and charset against the manifest's."""
+    problem = check_files(root)
+    if problem:
+        return [problem]
+    manifest = json.loads((root / "manifest.json").read_text())
+    listed = _file_list(root)
+    if listed is None:
+        return [f"{FILES} is missing (prepared by an older ocrbench): rebuild to verify it"]
+    problems, digests = [], {}
+    for relpath, _, sha in listed:
+        digests[relpath] = hashlib.sha256((root / relpath).read_bytes()).hexdigest()
+        if digests[relpath] != sha:
+            problems.append(f"{relpath} does not match its sha256 (changed since it was prepared)")
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        for sample in read_label_file(root / f"{split}.txt"):
+            digest.update(f"{split}\t{sample.path}\t{digests.get(sample.path, '')}\t{sample.text}\n".encode())
+    charset = "".join(line for line in (root / "charset.txt").read_text(encoding="utf-8").split("\n"))
+    digest.update(("charset\t" + charset).encode())
+    if not problems and digest.hexdigest() != manifest["fingerprint"]:
+        problems.append("the label files or charset.txt changed: the fingerprint no longer matches "
+                        "manifest.json")
+    return problems
+
+
 def _finish(tmp: Path, config: dict, key: str, rows: dict[str, list[tuple[str, str, str]]], charset: str,
-            skipped: dict[str, dict[str, int]], seconds: float) -> dict:
-    """Write label files, charset and manifest; the fingerprint covers images, labels and charset."""
+            counts: dict[str, dict[str, dict[str, int]]], seconds: float) -> dict:
+    """Write label files, charset, the file list (FILES) and the manifest; the fingerprint covers images,
+    labels and charset. ``counts``: per split, the samples ``skipped`` and the images ``converted`` to
+    8-bit, by reason / original mode."""
     digest = hashlib.sha256()
     for split in SPLITS:
         if not rows[split]:
@@ -161,6 +267,8 @@ def _finish(tmp: Path, config: dict, key: str, rows: dict[str, list[tuple[str, s
         atomic.write_text(tmp / f"{split}.txt", format_label_lines([Sample(p, t) for p, _, t in rows[split]]))
     digest.update(("charset\t" + charset).encode())
     atomic.write_text(tmp / "charset.txt", "".join(c + "\n" for c in charset))
+    atomic.write_text(tmp / FILES, "".join(f"{relpath}\t{(tmp / relpath).stat().st_size}\t{sha}\n"
+                                           for split in SPLITS for relpath, sha, _ in rows[split]))
     total = sum(len(r) for r in rows.values())
     manifest = {
         "format": FORMAT,
@@ -171,7 +279,8 @@ def _finish(tmp: Path, config: dict, key: str, rows: dict[str, list[tuple[str, s
         "charset": charset,
         "splits": {s: {"n": len(rows[s]), "labels": f"{s}.txt",
                        "max_len": max(len(t) for _, _, t in rows[s])} for s in SPLITS},
-        "skipped": skipped,
+        "skipped": counts["skipped"],
+        "converted": counts["converted"],
         "versions": versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(seconds, 3),
@@ -315,7 +424,7 @@ def _build_synthetic(data: dict, config: dict, out: Path, log) -> tuple[dict, st
             for task, chunk in zip(tasks, pool.map(_render_chunk, tasks)):
                 rows[task[1]].extend(chunk)
     charset = config.get("charset_chars") or data["charset"]
-    return rows, charset, {s: {} for s in SPLITS}
+    return rows, charset, {"skipped": {s: {} for s in SPLITS}, "converted": {s: {} for s in SPLITS}}
 
 
 # ------------------------------------------------------------------------------------------- imports
@@ -329,6 +438,7 @@ class _Importer:
         self.charset = set(charset) if charset else None
         self.rows: list[tuple[str, str, str]] = []
         self.skipped: dict[str, int] = {}
+        self.converted: dict[str, int] = {}   # images made 8-bit (ocrbench.images), by original mode
 
     def bad(self, where: str, reason: str, problem: str) -> None:
         if self.policy == "error":
@@ -346,9 +456,12 @@ class _Importer:
             unknown = "".join(sorted(set(text) - self.charset))
             return self.bad(where, "outside_charset", f"label {text!r} has characters outside the charset: "
                                                       f"{unknown!r}")
-        ext = _image_extension(image)
-        if ext is None:
-            return self.bad(where, "unreadable_image", "image cannot be decoded")
+        try:
+            image, ext, converted = images.canonical(image)
+        except images.ImageProblem as exc:
+            return self.bad(where, exc.reason, str(exc))
+        if converted:
+            self.converted[converted] = self.converted.get(converted, 0) + 1
         relpath = f"images/{self.split}/{len(self.rows):08d}{ext}"
         (self.out / relpath).write_bytes(image)
         self.rows.append((relpath, hashlib.sha256(image).hexdigest(), text))
@@ -359,19 +472,6 @@ class _Importer:
         if not is_safe_relative(relpath) or not image_path.resolve().is_relative_to(root):
             return self.bad(where, "path_outside_root", f"image path {relpath!r} escapes {root}")
         self.add(where, image_path.read_bytes() if image_path.is_file() else None, text)
-
-
-def _image_extension(image: bytes) -> str | None:
-    """The file extension for encoded image bytes, or None if PIL cannot decode them."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(image)) as img:
-            img.load()
-            kind = (img.format or "png").lower()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None
-    return {"jpeg": ".jpg"}.get(kind, f".{kind}")
 
 
 def _import_charset(data: dict, config: dict) -> str | None:
@@ -392,14 +492,15 @@ def _build_import(data: dict, config: dict, out: Path, log) -> tuple[dict, str, 
     """Import both splits of a labelfile, lmdb, filenames or csv source through one ``_Importer`` each."""
     charset = _import_charset(data, config)
     feed = _FEEDS[data["source"]]
-    rows, skipped = {}, {}
+    rows, skipped, converted = {}, {}, {}
     for split in SPLITS:
         importer = _Importer(data, out, split, charset)
         origin = feed(data, config, split, importer)
-        rows[split], skipped[split] = importer.rows, importer.skipped
+        rows[split], skipped[split], converted[split] = importer.rows, importer.skipped, importer.converted
         log(f"dataset: imported {len(importer.rows)} {split} samples from {origin}"
-            + (f", skipped {importer.skipped}" if importer.skipped else ""))
-    return rows, _derived_charset(rows, charset), skipped
+            + (f", skipped {importer.skipped}" if importer.skipped else "")
+            + (f", made 8-bit {importer.converted}" if importer.converted else ""))
+    return rows, _derived_charset(rows, charset), {"skipped": skipped, "converted": converted}
 
 
 # Each feed hands one split's samples to the importer and returns what it read them from (for the log).
@@ -457,6 +558,9 @@ def _feed_filenames(data: dict, config: dict, split: str, importer: _Importer) -
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
                    key=lambda p: _natural_key(p, separator))
     for path in files:
+        if not path.resolve().is_relative_to(folder.resolve()):
+            importer.bad(str(path), "path_outside_root", f"a link to {path.resolve()}, outside {folder}")
+            continue
         _, found, text = path.stem.partition(separator)
         if not found:
             importer.bad(str(path), "no_label_in_name",

@@ -22,12 +22,13 @@ from typing import Callable
 
 import numpy as np
 
-from ocrbench import atomic, datasets, preprocess
+from ocrbench import atomic, datasets, images, preprocess
 from ocrbench.codec import Charset
 from ocrbench.errors import OcrbenchError
 from ocrbench.export_parity import OnnxModel, export_meta, ort_version
 from ocrbench.labels import Sample, format_label_lines
 from ocrbench.recognition import Recognition, probabilities, read_recognitions, recognise
+from ocrbench.worker.checkpoints import CheckpointStore
 
 ENGINES = ("onnx", "native")
 BATCH = 32
@@ -67,16 +68,16 @@ def export_activation(meta: dict) -> str:
 
 
 def image_problem(path: Path) -> str | None:
-    """Why ``path`` is not an image PIL can decode (None when it is)."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Why ``path`` is not an image ocrbench decodes (None when it is): unreadable, not an image, or over
+    ``ocrbench.images.MAX_PIXELS``."""
     try:
-        with Image.open(path) as image:
-            image.load()
+        images.open_checked(Path(path).read_bytes()).close()
     except FileNotFoundError:
         return "no such file"
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        return f"not an image that can be decoded ({type(exc).__name__}: {exc})"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except images.ImageProblem as exc:
+        return str(exc) if exc.reason == "too_large" else f"not an image that can be decoded ({exc})"
     return None
 
 
@@ -202,7 +203,7 @@ class NativeEngine:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints" / "state.json").is_file()
+    return CheckpointStore(run_dir / "checkpoints").exists()
 
 
 def open_engine(name: str, run_dir: Path, metrics: dict, charset: Charset, console,
@@ -216,11 +217,11 @@ def open_engine(name: str, run_dir: Path, metrics: dict, charset: Charset, conso
         if export is not None:
             return OnnxEngine(run_dir, metrics, charset)
         if not has_checkpoint(run_dir):
-            raise OcrbenchError(f"{run_dir}: {why} and no checkpoint (checkpoints/state.json): nothing to "
+            raise OcrbenchError(f"{run_dir}: {why} and no checkpoint (checkpoints/): nothing to "
                                 "predict with", hint="re-run the recipe with onnx in export.formats")
         console.print(f"[yellow]{run_dir.name}: {why}; using the native engine (the framework, through "
                       "its worker)[/yellow]")
     elif not has_checkpoint(run_dir):
-        raise OcrbenchError(f"{run_dir}: no checkpoint (checkpoints/state.json) for the native engine",
+        raise OcrbenchError(f"{run_dir}: no checkpoint (checkpoints/) for the native engine",
                             hint="use --engine onnx, or re-run the recipe")
     return NativeEngine(run_dir, metrics, charset, console, command)

@@ -1,7 +1,8 @@
 """Where ocrbench keeps its caches: backend environments and prepared datasets.
 
 ``OCRBENCH_HOME`` overrides the location; the default is ``$XDG_CACHE_HOME/ocrbench`` or
-``~/.cache/ocrbench``.
+``~/.cache/ocrbench``. ``OCRBENCH_DATASETS`` puts the prepared datasets (and the backends' native copies
+inside them) elsewhere, e.g. on a larger disk, while the environments stay under the home.
 """
 
 from __future__ import annotations
@@ -28,5 +29,11 @@ def envs_dir() -> Path:
 
 
 def datasets_dir() -> Path:
-    """Directory holding prepared canonical datasets, one folder per data fingerprint."""
+    """Directory holding prepared canonical datasets, one folder per data fingerprint
+    (``$OCRBENCH_DATASETS`` when set, else ``<home>/datasets``)."""
+    explicit = os.environ.get("OCRBENCH_DATASETS")
+    if explicit:
+        root = Path(explicit).expanduser()
+        root.mkdir(parents=True, exist_ok=True)
+        return root.resolve()
     return home() / "datasets"

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ocrbench import images
 from ocrbench.errors import OcrbenchError
 
 # Pixel normalisations the backends use, as (mean, std) of x = (pixel / 255 - mean) / std.
@@ -85,8 +86,9 @@ def _decode(path: Path, decoder: str, color: str) -> np.ndarray:
     if decoder == "pil":
         from PIL import Image
 
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("L" if color == "gray" else "RGB"), dtype=np.uint8)
+        with Image.open(path) as image:   # 16-bit, CMYK, palette: made 8-bit as imports are
+            array = np.asarray(images.eight_bit(image).convert("L" if color == "gray" else "RGB"),
+                               dtype=np.uint8)
         array = array[:, :, None] if color == "gray" else array
         return np.ascontiguousarray(array[:, :, ::-1]) if color == "bgr" else array
     import cv2

@@ -351,6 +351,9 @@ class TrainSection(Section):
     loader_workers: int = Field(0, ge=0, le=64)
     log_every: int = Field(20, ge=1)
     eval_every: int = Field(1, ge=1, description="epochs between evaluations")
+    checkpoint_every: int = Field(0, ge=0, description="optimizer steps between checkpoints inside an "
+                                  "epoch (0: one checkpoint at each epoch's end only); a killed run resumed "
+                                  "with --resume loses at most this many steps")
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads per worker process; default "
                                 "all cores, divided among the processes of a data-parallel CPU run")
     batch_scope: Literal["per_device", "global"] = Field(

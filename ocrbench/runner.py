@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from ocrbench import (atomic, ctc_feasibility, datasets, distributed, envs, expo
                       processes, weights)
 from ocrbench.backend import BackendSpec
 from ocrbench.codec import Charset
-from ocrbench.errors import OcrbenchError
+from ocrbench.errors import LOW_SPACE_BYTES, OcrbenchError, disk_full_error, free_bytes
 from ocrbench.job import Dataset as JobDataset
 from ocrbench.job import Distributed, Job
 from ocrbench.metrics import Protocol
@@ -146,19 +147,12 @@ class Runner:
         run_dir = self.resume_dir or new_run_dir(self.out, self.p.recipe.name, backend_dir)
         created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         launch = self.launch(python, run_dir)
-        job = job_spec(self.p, run_dir, dataset, launch, resume=self.resume_dir is not None, ctc=self.ctc)
-        job = dataclasses.replace(job, init_weights=init or self.init_weights(run_dir, dataset))
-        if self.resume_dir is None:
-            atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(self.p.resolved, sort_keys=False,
-                                                                      allow_unicode=True))
-        atomic.write_json(run_dir / "job.json", job.to_json())
-        hw = hardware.describe()
-        atomic.write_json(run_dir / "environment.json", {
-            "ocrbench": ocrbench.__version__, "core_python": sys.version.split()[0],
-            "worker_python": str(python), "framework": spec.distribution, "framework_version": version,
-            "hardware": hw, "command": self.command,
-            "launch": [{"role": p.role, "argv": p.argv, "env": p.env} for p in launch.processes]})
-        (run_dir / "metrics.json").unlink(missing_ok=True)  # a resumed run is incomplete until it ends
+        try:
+            hw = self._write_run_files(run_dir, dataset, launch, python, version, init)
+        except OcrbenchError:   # e.g. a full disk: a new run directory that cannot be set up is removed
+            if self.resume_dir is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         self.console.print(f"run: {run_dir}")
         if t.distributed:
             self.console.print(f"distributed: {describe_launch(launch.job)}")
@@ -168,13 +162,30 @@ class Runner:
         failure = None
         try:
             returncode = processes.follow(launch, run_dir, self.console, scorer)
-            if returncode != 0 and not read_events(run_dir / "events.jsonl"):
-                failure = {"type": "WorkerError", "stage": "worker",
-                           "message": f"the worker exited with code {returncode} before reporting anything"}
+            failure = silent_failure(returncode, run_dir)
         except KeyboardInterrupt:
             failure = {"type": "Interrupted", "message": "interrupted by the user", "stage": "worker"}
         metrics = self._metrics(run_dir, dataset, scorer, hw, created, failure, launch.job)
         return run_dir / "metrics.json", metrics
+
+    def _write_run_files(self, run_dir: Path, dataset: datasets.PreparedDataset, launch: distributed.Launch,
+                         python: Path, version: str, init: Path | None) -> dict:
+        """recipe.yaml (a new run), job.json and environment.json; a resumed run's old metrics.json is
+        removed (it is incomplete until it ends). Returns the hardware description."""
+        job = job_spec(self.p, run_dir, dataset, launch, resume=self.resume_dir is not None, ctc=self.ctc)
+        job = dataclasses.replace(job, init_weights=init or self.init_weights(run_dir, dataset))
+        if self.resume_dir is None:
+            atomic.write_text(run_dir / "recipe.yaml", yaml.safe_dump(self.p.resolved, sort_keys=False,
+                                                                      allow_unicode=True))
+        atomic.write_json(run_dir / "job.json", job.to_json())
+        hw = hardware.describe()
+        atomic.write_json(run_dir / "environment.json", {
+            "ocrbench": ocrbench.__version__, "core_python": sys.version.split()[0],
+            "worker_python": str(python), "framework": self.p.spec.distribution, "framework_version": version,
+            "hardware": hw, "command": self.command,
+            "launch": [{"role": p.role, "argv": p.argv, "env": p.env} for p in launch.processes]})
+        (run_dir / "metrics.json").unlink(missing_ok=True)
+        return hw
 
     def init_weights(self, run_dir: Path | None, dataset: datasets.PreparedDataset) -> Path | None:
         """The neutral weights the worker starts from (``model.init``; ``ocrbench.weights.init_file``),
@@ -223,6 +234,22 @@ class Runner:
         validate_metrics(metrics)
         atomic.write_json(run_dir / "metrics.json", metrics)
         return metrics
+
+
+def silent_failure(returncode: int, run_dir: Path) -> dict | None:
+    """The failure of a worker that exited with ``returncode`` != 0 without an ``error`` event (killed,
+    or unable to write one): what the core can tell, including a full disk under the run directory."""
+    events = read_events(run_dir / "events.jsonl")
+    if returncode == 0 or any(e["event"] in ("error", "done") for e in events):
+        return None
+    free = free_bytes(run_dir)
+    if free is not None and free < LOW_SPACE_BYTES:
+        error = disk_full_error("the run's files", run_dir)
+        return {"type": "DiskFullError", "stage": "worker",
+                "message": f"the worker exited with code {returncode} without reporting why; {error}"}
+    when = "after its last event" if events else "before reporting anything"
+    return {"type": "WorkerError", "stage": "worker",
+            "message": f"the worker exited with code {returncode} {when}"}
 
 
 def worker_env(t: distributed.Topology, threads: int | None) -> dict[str, str]:

@@ -16,6 +16,7 @@ from ocrbench.plan import Plan, plan
 from ocrbench.recipe import validate_data
 from ocrbench.results import read_events
 from ocrbench.runner import Runner, job_spec
+from ocrbench.worker.checkpoints import CheckpointStore
 
 
 def finished_run(run_dir: Path, what: str) -> dict:
@@ -61,8 +62,8 @@ def run_stage(run_dir: Path, stage: str, console, command: list[str], *,
     the export stage exports (default: the recipe's). Files: ``job-<stage>.json``,
     ``events-<stage>.jsonl``; the worker's log goes to the run's ``native.log``. A failed stage raises,
     naming the log."""
-    if not (run_dir / "checkpoints" / "state.json").is_file():
-        raise OcrbenchError(f"{run_dir}: no checkpoint (checkpoints/state.json is missing)",
+    if not CheckpointStore(run_dir / "checkpoints").exists():
+        raise OcrbenchError(f"{run_dir}: no checkpoint (nothing committed in checkpoints/)",
                             hint="the run's framework needs its checkpoint; re-run the recipe")
     p = run_plan(run_dir, export_formats=export_formats)
     if dataset is None:

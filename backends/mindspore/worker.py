@@ -222,15 +222,12 @@ class MindSporeTrainer(Trainer):
                 "output": "logits (time, batch, classes), time-major", "layout": "TBC",
                 "activation": "logits"}
 
-    def train_epoch(self, ctx: EpochContext) -> float:
+    def train_epoch(self, ctx: EpochContext) -> None:
         self.step_cell.set_train(True)
-        total, batches = 0.0, 0
-        for images, labels, lengths in self._data("train", ctx.epoch).create_tuple_iterator(num_epochs=1):
+        batches = self._data("train", ctx.epoch).create_tuple_iterator(num_epochs=1)
+        for images, labels, lengths in ctx.batches(batches):
             logged, _, _ = self._step(images, labels, lengths.asnumpy(), ctx.lr())
-            total += logged
-            batches += 1
             ctx.step(int(images.shape[0]), logged)
-        return total / max(batches, 1)
 
     def _step(self, images: Tensor, labels: Tensor, lengths: np.ndarray, lr: float):
         """One optimizer step (the compiled ``step_cell``) at ``lr`` on blank-last ``labels``; the objective
@@ -307,15 +304,10 @@ class MindSporeTrainer(Trainer):
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self, directory: Path, epoch: int) -> list[Path]:
         """``<arch>-<epoch>-<step>.ckpt`` (WarpCTC's naming) with the network and the optimizer state
-        (momentum, step); written to a temporary name and renamed; older ones are removed."""
+        (momentum, step)."""
         step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
         path = directory / f"{self.arch}-{epoch}-{step}.ckpt"
-        tmp = directory / f".tmp-{path.name}"
-        ms.save_checkpoint(self.step_cell, str(tmp))
-        os.replace(tmp, path)
-        for old in directory.glob(f"{self.arch}-*.ckpt"):
-            if old != path:
-                old.unlink()
+        ms.save_checkpoint(self.step_cell, str(path))
         return [path]
 
     def load(self, directory: Path) -> None:

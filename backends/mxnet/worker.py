@@ -45,7 +45,7 @@ from backends.mxnet.model import CRNN, PIXEL_SCALE, build
 from ocrbench import preprocess
 from ocrbench.codec import pad_targets
 from ocrbench.labels import read_label_file
-from ocrbench.worker import EpochContext, Job, Trainer, compare_logits, serve
+from ocrbench.worker import EpochContext, EpochOrder, Job, Trainer, compare_logits, serve
 
 PREFIX = "ocr"
 SPLITS = ("train", "eval")
@@ -235,7 +235,11 @@ class MxnetTrainer(Trainer):
                 shard = self._records(split).shard(*self.shard)
             batch = self.job.process_batch
             last_batch = "discard" if self.drop_last(len(shard), batch) else "keep"
-            return gluon.data.DataLoader(shard, batch, shuffle=not online, num_workers=workers,
+            order = None
+            if not online:   # the epoch's order (Trainer.epoch_order) over this worker's shard
+                order = EpochOrder(self, len(shard))
+                order.set_epoch(epoch)
+            return gluon.data.DataLoader(shard, batch, sampler=order, num_workers=workers,
                                          last_batch=last_batch)
         return gluon.data.DataLoader(self._records(split), self.job.eval["batch_size"], shuffle=False)
 
@@ -303,16 +307,11 @@ class MxnetTrainer(Trainer):
             return images.as_in_context(context or self.ctx)
         return images.as_in_context(context or self.ctx).astype("float32") * self.scale + self.shift
 
-    def train_epoch(self, ctx: EpochContext) -> float:
-        if self.job.dataset.online:
-            self.train_loader = self._loader("train", ctx.epoch)
-        total, batches = 0.0, 0
-        for images, labels in self.train_loader:
+    def train_epoch(self, ctx: EpochContext) -> None:
+        self.train_loader = self._loader("train", ctx.epoch)   # online: the epoch's captchas
+        for images, labels in ctx.batches(self.train_loader):
             logged, _, _ = self._step(images, labels, ctx.lr())
-            total += logged
-            batches += 1
             ctx.step(images.shape[0], lambda value=logged: value.asscalar())
-        return float((total / max(batches, 1)).asscalar()) if batches else 0.0
 
     def _step(self, images, labels, lr: float):
         """One optimizer step at ``lr`` on this process's batch (a loader batch: images as ``_to_input``
@@ -451,8 +450,7 @@ class MxnetTrainer(Trainer):
         """``ocr-symbol.json`` + ``ocr-NNNN.params`` (HybridBlock.export) + ``ocr-NNNN.states``."""
         self.net.export(str(directory / PREFIX), epoch)
         states = directory / f"{PREFIX}-{epoch:04d}.states"
-        nd.save(str(states) + ".tmp", optimizer_state(self.trainer))
-        os.replace(str(states) + ".tmp", states)
+        nd.save(str(states), optimizer_state(self.trainer))
         return [directory / f"{PREFIX}-symbol.json", directory / f"{PREFIX}-{epoch:04d}.params", states]
 
     def load(self, directory: Path) -> None:

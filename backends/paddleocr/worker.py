@@ -30,7 +30,7 @@ from PIL import Image
 
 from backends.paddleocr import neutral, ppocr_formats
 from backends.paddleocr.model import InferenceOutput, build
-from ocrbench import preprocess
+from ocrbench import atomic, preprocess
 from ocrbench.codec import pad_targets
 from ocrbench.labels import read_label_file
 from ocrbench.predictions import paired_with_labels
@@ -214,20 +214,15 @@ class PaddleTrainer(Trainer):
         if self.sampler is not None:
             self.sampler.set_epoch(self.epoch_seed(epoch))
             return (self._batch("train", indices) for indices in self.sampler)
-        order = np.random.RandomState(self.epoch_seed(epoch)).permutation(len(self.samples["train"])).tolist()
+        order = self.epoch_order(epoch, len(self.samples["train"]))
         batch = self.job.train["batch_size"]
         return self._batches("train", order, batch, self.drop_last(len(order), batch))
 
-    def train_epoch(self, ctx: EpochContext) -> float:
+    def train_epoch(self, ctx: EpochContext) -> None:
         self.model.train()
-        total, batches = 0.0, 0
-        for _, images, targets, lengths in self._train_batches(ctx.epoch):
+        for _, images, targets, lengths in ctx.batches(self._train_batches(ctx.epoch)):
             logged, _, _ = self._step(paddle.to_tensor(images), targets, lengths, ctx.lr())
-            value = float(logged)
-            total += value
-            batches += 1
-            ctx.step(len(lengths), value)
-        return total / max(batches, 1)
+            ctx.step(len(lengths), float(logged))
 
     def _step(self, images: paddle.Tensor, targets: np.ndarray, lengths: np.ndarray, lr: float):
         """One optimizer step at ``lr`` (gradients averaged over ranks by ``paddle.DataParallel``, clip and
@@ -317,19 +312,18 @@ class PaddleTrainer(Trainer):
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self, directory: Path, epoch: int) -> list[Path]:
-        """``latest.{pdparams,pdopt,states}`` every epoch, copied to ``best_accuracy.*`` when the epoch's
-        eval accuracy is the best so far (PaddleOCR's tools/program.py convention)."""
+        """``latest.{pdparams,pdopt,states}`` in ``directory``, copied to ``best_accuracy.*`` beside the
+        run's checkpoints (outliving them) when the epoch's eval accuracy is the best so far (PaddleOCR's
+        tools/program.py convention)."""
         states = {"epoch": epoch,
                   "best_model_dict": {"acc": self.best["acc"], "best_epoch": self.best["epoch"]},
                   "arch": self.arch}
         written = ppocr_formats.save_checkpoint(directory, "latest", self.model.state_dict(),
                                                 self.optimizer.state_dict(), states)
         if self.is_best:
-            for path in list(written):
-                best = directory / path.name.replace("latest", "best_accuracy", 1)
-                shutil.copyfile(path, str(best) + ".tmp")
-                os.replace(str(best) + ".tmp", best)
-                written.append(best)
+            for path in written:
+                best = self.job.path("checkpoints") / path.name.replace("latest", "best_accuracy", 1)
+                atomic.write_bytes(best, path.read_bytes())
             self.is_best = False
         return written
 

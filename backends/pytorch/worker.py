@@ -19,7 +19,6 @@ module and writes results.
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from ocrbench import preprocess
 from ocrbench.codec import Charset, pad_targets
 from ocrbench.labels import read_label_file
 from ocrbench.lmdb_layout import LmdbReader, write_lmdb
-from ocrbench.worker import EpochContext, Trainer, serve
+from ocrbench.worker import EpochContext, EpochOrder, Trainer, serve
 
 CHECKPOINT = "last.pt"
 HEIGHT = 32
@@ -180,11 +179,11 @@ class TorchTrainer(Trainer):
         workers = self.job.train["loader_workers"]
         generator = torch.Generator().manual_seed(self.seed)
         sampler = None
-        if shuffle and dist.is_initialized():
-            sampler = DistributedSampler(dataset, shuffle=True, seed=self.seed)
+        if shuffle:   # the epoch's order: Trainer.epoch_order, or this rank's DistributedSampler share
+            sampler = (DistributedSampler(dataset, shuffle=True, seed=self.seed) if dist.is_initialized()
+                       else EpochOrder(self, len(dataset)))
         share = len(sampler) if sampler is not None else len(dataset)   # the images this rank reads
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
-                          sampler=sampler,
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                           num_workers=workers, drop_last=shuffle and self.drop_last(share, batch_size),
                           collate_fn=Collate(self.job.charset, self.max_label_len, width, keep_ratio),
                           generator=generator, persistent_workers=workers > 0,
@@ -225,18 +224,12 @@ class TorchTrainer(Trainer):
                                                   keep_ratio=keep_ratio, interpolation="pil_bilinear",
                                                   mean=[0.5], std=[0.5])}
 
-    def train_epoch(self, ctx: EpochContext) -> float:
+    def train_epoch(self, ctx: EpochContext) -> None:
         self.model.train()
-        total = torch.zeros((), device=self.device)
-        batches = 0
-        if isinstance(self.train_loader.sampler, DistributedSampler):
-            self.train_loader.sampler.set_epoch(ctx.epoch)
-        for images, targets, lengths in self.train_loader:
+        self.train_loader.sampler.set_epoch(ctx.epoch)
+        for images, targets, lengths in ctx.batches(self.train_loader):
             logged, _, _ = self._step(to_input(images, self.device), targets, lengths, ctx.lr())
-            total += logged
-            batches += 1
             ctx.step(len(lengths), lambda value=logged: value.item())
-        return (total / max(batches, 1)).item()
 
     def _step(self, inputs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, lr: float):
         """One optimizer step at ``lr``; returns the logged loss, the logits (T, B, C) and the per-sample
@@ -312,11 +305,9 @@ class TorchTrainer(Trainer):
     def save(self, directory: Path, epoch: int) -> list[Path]:
         """Model + optimizer state as plain tensors/dicts (loadable with weights_only=True)."""
         path = directory / CHECKPOINT
-        tmp = directory / (CHECKPOINT + ".tmp")
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "epoch": epoch, "params": dict(self.params), "charset": self.job.charset.chars,
-                    "torch_rng": torch.get_rng_state()}, tmp)
-        os.replace(tmp, path)
+                    "torch_rng": torch.get_rng_state()}, path)
         return [path]
 
     def load(self, directory: Path) -> None:

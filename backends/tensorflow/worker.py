@@ -270,26 +270,21 @@ class TensorFlowTrainer(Trainer):
                                              self.index)
         return tfrecords.batches(records, self.global_batch, drop_remainder=drop, transform=self._transform())
 
-    def train_epoch(self, ctx: EpochContext) -> float:
+    def train_epoch(self, ctx: EpochContext) -> None:
         data = self._train_batches(ctx.epoch)
         if self.strategy is not None:   # each replica gets its slice of every global batch
             data = self.strategy.experimental_distribute_dataset(data.map(lambda *x: x[:3]).with_options(
                 shard_by_data()))
         share = self.job.processes
         # under a strategy: the images still to come this epoch, over every worker
-        left = self.sizes["train"]
-        total, batches = 0.0, 0
+        left = self.sizes["train"] - ctx.skip * self.global_batch
         with tf.device(self.device):
-            for images, labels, lengths, *_ in data:
+            for images, labels, lengths, *_ in ctx.batches(data):
                 self._set_lr(ctx.lr())
                 loss = self._train_step(images, labels, lengths)
-                value = float(loss)
-                total += value
-                batches += 1
                 taken = min(self.global_batch, left)
                 left -= taken
-                ctx.step(taken // share if self.strategy else int(images.shape[0]), value)
-        return total / max(batches, 1)
+                ctx.step(taken // share if self.strategy else int(images.shape[0]), float(loss))
 
     def _set_lr(self, lr: float) -> None:
         """The step's learning rate and, for Adam, its epsilon: Keras adds epsilon to sqrt(v) and folds
@@ -374,17 +369,9 @@ class TensorFlowTrainer(Trainer):
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self, directory: Path, epoch: int) -> list[Path]:
-        """tf.train.Checkpoint (model + optimizer) as ``<arch>.ckpt.index`` + ``.data-*``, written under
-        a temporary prefix and renamed (data first, index last)."""
-        tmp_prefix = self.checkpoint.write(str(directory / f".tmp-{self.arch}.ckpt"))
-        written = sorted(Path(tmp_prefix).parent.glob(Path(tmp_prefix).name + ".*"),
-                         key=lambda p: p.suffix == ".index")
-        final = []
-        for path in written:
-            target = directory / path.name.replace(".tmp-", "", 1)
-            os.replace(path, target)
-            final.append(target)
-        return final
+        """tf.train.Checkpoint (model + optimizer) as ``<arch>.ckpt.index`` + ``.data-*``."""
+        prefix = Path(self.checkpoint.write(str(directory / f"{self.arch}.ckpt")))
+        return sorted(prefix.parent.glob(prefix.name + ".*"))
 
     def load(self, directory: Path) -> None:
         prefix = directory / f"{self.arch}.ckpt"

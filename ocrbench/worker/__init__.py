@@ -23,9 +23,10 @@ from ocrbench.worker.driver import (
                                      serve,
                                      weights_digest,
 )
-from ocrbench.worker.events import EpochContext, Events, check_parent
+from ocrbench.worker.events import EpochContext, Events, PartialEpoch, check_parent
 from ocrbench.worker.trainer import (
                                      DEFAULT_OUTPUT_SPEC,
+                                     EpochOrder,
                                      LOSS_REDUCTIONS,
                                      LOSS_UNITS,
                                      SHUFFLE_SEED_STRIDE,
@@ -35,6 +36,6 @@ from ocrbench.worker.trainer import (
 )
 
 __all__ = ["DEFAULT_OUTPUT_SPEC", "JOB_SCHEMA", "LOSS_REDUCTIONS", "LOSS_UNITS", "REFERENCE_BATCH",
-           "SHUFFLE_SEED_STRIDE", "Dataset", "Distributed", "EpochContext", "Events", "Job", "JobSpecError",
-           "LossSpec", "Trainer", "check_parent", "compare_logits", "peak_rss_mb", "report_weights",
-           "run_job", "serve", "weights_digest"]
+           "SHUFFLE_SEED_STRIDE", "Dataset", "Distributed", "EpochContext", "EpochOrder", "Events", "Job",
+           "JobSpecError", "LossSpec", "PartialEpoch", "Trainer", "check_parent", "compare_logits",
+           "peak_rss_mb", "report_weights", "run_job", "serve", "weights_digest"]

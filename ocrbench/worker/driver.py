@@ -4,9 +4,10 @@ replicas' weight digests. Standard library and numpy only."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
-import json
+import io
 import os
 import resource
 import shutil
@@ -14,16 +15,19 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from ocrbench import atomic, recognition, weights
+from ocrbench.errors import DiskFullError, writing
 from ocrbench.job import Job, JobSpecError
 from ocrbench.predictions import write_predictions
 from ocrbench.schedule import Schedule
-from ocrbench.worker.events import EpochContext, Events
+from ocrbench.worker.checkpoints import CheckpointError, CheckpointStore
+from ocrbench.worker.events import EpochContext, Events, PartialEpoch
 from ocrbench.worker.trainer import Trainer
 
 REFERENCE_BATCH = 8  # eval images in each export's reference.npz
@@ -35,11 +39,6 @@ def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) / 1024.0  # ru_maxrss is in KiB on Linux
-
-
-def _load_state(checkpoints: Path) -> dict | None:
-    state = checkpoints / "state.json"
-    return json.loads(state.read_text()) if state.is_file() else None
 
 
 def run_job(trainer: Trainer, events: Events) -> None:
@@ -55,7 +54,15 @@ def run_job(trainer: Trainer, events: Events) -> None:
 
     started = time.perf_counter()
     with _native_data_lock(job):   # ranks on one machine share the native copy: the first writes it
-        native = trainer.prepare()
+        stale = _remove_stale_native(job)
+        try:
+            with writing("the native dataset", job.native_dir):
+                native = trainer.prepare()
+        except BaseException:
+            _remove_stale_native(job)   # a half-written conversion frees its space at once
+            raise
+    if stale:
+        native["stale_removed"] = stale
     events.emit("prepared", seconds=time.perf_counter() - started, **native)
 
     model = trainer.build()
@@ -67,38 +74,49 @@ def run_job(trainer: Trainer, events: Events) -> None:
         events.emit("done", peak_rss_mb=peak_rss_mb())
         return
     if job.stage in ("export", "predict"):   # ``ocrbench export`` / ``predict``: the last checkpoint
-        trainer.load(job.path("checkpoints"))
+        checkpoint = _latest_checkpoint(CheckpointStore(job.path("checkpoints")), events, fall_back=False)
+        trainer.load(checkpoint.directory)
         (_export_all if job.stage == "export" else _recognise)(trainer, job, events)
         events.emit("done", peak_rss_mb=peak_rss_mb())
         return
 
     train = job.train
-    checkpoints, predictions = job.path("checkpoints"), job.path("predictions")
+    store, predictions = CheckpointStore(job.path("checkpoints")), job.path("predictions")
     if rank == 0:
-        checkpoints.mkdir(parents=True, exist_ok=True)
+        store.root.mkdir(parents=True, exist_ok=True)
         predictions.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "global_step": 0, "wall_s": 0.0, "train_s": 0.0, "samples": 0}
+    partial = PartialEpoch()
     if job.resume:
-        saved = _load_state(checkpoints)
-        if saved is None:
-            raise RuntimeError(f"--resume: no checkpoint in {checkpoints}")
-        trainer.load(checkpoints)
-        state = saved
-        events.emit("resumed", epoch=state["epoch"], step=state["global_step"])
+        checkpoint = _latest_checkpoint(store, events)
+        trainer.load(checkpoint.directory)
+        state = {k: checkpoint.state[k] for k in state}
+        partial = PartialEpoch.from_json(checkpoint.state.get("partial"))
+        events.emit("resumed", epoch=state["epoch"], step=state["global_step"], epoch_step=partial.steps,
+                    checkpoint=str(checkpoint.directory.relative_to(job.run_dir)))
 
     steps = trainer.steps_per_epoch()
     schedule = Schedule.from_job(train, steps)
     events.emit("train_begin", epochs=train["epochs"], start_epoch=state["epoch"] + 1, steps_per_epoch=steps,
                 batch_size=train["batch_size"], drop_last=train["drop_last"],
-                loss=trainer.loss_spec().to_json())
+                checkpoint_every=train.get("checkpoint_every", 0), loss=trainer.loss_spec().to_json())
     clock = time.perf_counter() - state["wall_s"]  # wall time continues across a resume
+    every = train.get("checkpoint_every", 0) if rank == 0 else 0
+
+    def mid_epoch(ctx: EpochContext) -> None:
+        """``train.checkpoint_every``: a checkpoint inside the epoch (the epoch's last step has its own)."""
+        if every and ctx.global_step % every == 0 and ctx.epoch_step < steps:
+            _save(trainer, store, events, ctx.epoch, {**state, "global_step": ctx.global_step,
+                                                     "wall_s": time.perf_counter() - clock,
+                                                     "partial": asdict(ctx.partial())})
+
     last_eval_file = None
     for epoch in range(state["epoch"] + 1, train["epochs"] + 1):
         ctx = EpochContext(epoch, state["global_step"], schedule, events, train["log_every"],
-                           job.processes)
-        epoch_start = time.perf_counter()
-        loss = trainer.train_epoch(ctx)
-        epoch_s = time.perf_counter() - epoch_start
+                           job.processes, resumed=partial, on_step=mid_epoch)
+        partial = PartialEpoch()
+        trainer.train_epoch(ctx)
+        loss, epoch_s = ctx.mean_loss(), ctx.train_s()
         state.update(epoch=epoch, global_step=ctx.global_step, samples=state["samples"] + ctx.samples,
                      train_s=state["train_s"] + epoch_s)
         events.emit("epoch_end", epoch=epoch, step=ctx.global_step, loss=float(loss), lr=ctx.lr(),
@@ -109,10 +127,7 @@ def run_job(trainer: Trainer, events: Events) -> None:
             last_eval_file = _evaluate(trainer, job, events, epoch, clock)
             trainer.on_evaluated(epoch, last_eval_file)   # e.g. to keep a best-accuracy checkpoint
         state["wall_s"] = time.perf_counter() - clock
-        saved = trainer.save(checkpoints, epoch)
-        atomic.write_json(checkpoints / "state.json", state)
-        events.emit("checkpoint", epoch=epoch, files=[str(p.relative_to(job.run_dir)) for p in saved],
-                    bytes=sum(p.stat().st_size for p in saved))
+        _save(trainer, store, events, epoch, dict(state))
     digests = report_weights(trainer, rank)
     events.emit("train_end", epochs=state["epoch"], steps=state["global_step"], samples=state["samples"],
                 train_s=state["train_s"], wall_s=time.perf_counter() - clock, weights_sha256=digests)
@@ -122,12 +137,60 @@ def run_job(trainer: Trainer, events: Events) -> None:
     final = predictions / "eval.tsv"
     if last_eval_file is None:  # resumed after the last epoch, or nothing left to train
         last_eval_file = _evaluate(trainer, job, events, state["epoch"], clock)
-    shutil.copyfile(last_eval_file, final.with_suffix(".tmp"))
-    os.replace(final.with_suffix(".tmp"), final)
+    with writing("the final predictions", final):
+        atomic.write_bytes(final, last_eval_file.read_bytes())
     events.emit("predictions", path=str(final.relative_to(job.run_dir)))
 
     _export_all(trainer, job, events)
     events.emit("done", peak_rss_mb=peak_rss_mb())
+
+
+def _save(trainer: Trainer, store: CheckpointStore, events: Events, epoch: int, state: dict) -> None:
+    """A checkpoint after ``state["global_step"]`` (in epoch ``epoch``): the backend's files in a staging
+    directory, committed with ``state`` (``ocrbench.worker.checkpoints``). On any failure the staging
+    directory is removed, so the previous checkpoint stays the latest; a full disk is named."""
+    staging = store.stage(state["global_step"])
+    try:
+        with writing(f"the checkpoint after step {state['global_step']}", staging):
+            saved = trainer.save(staging, epoch)
+            final = store.commit(staging, state)
+    finally:
+        store.discard_staging()
+    files = [final / p.relative_to(staging) for p in saved]
+    events.emit("checkpoint", epoch=epoch, step=state["global_step"],
+                files=[str(p.relative_to(trainer.job.run_dir)) for p in files],
+                bytes=sum(p.stat().st_size for p in files), partial=bool(state.get("partial")))
+
+
+def _latest_checkpoint(store: CheckpointStore, events: Events, fall_back: bool = True):
+    """The newest intact checkpoint (``CheckpointStore.latest``). Resuming (``fall_back``), a newer one
+    that fails verification is passed over and reported in a ``checkpoint_skipped`` event, naming its
+    problem (training redoes those steps); otherwise (export, predict: the run's final model is asked
+    for) it is an error naming the problem."""
+    checkpoint = store.latest()
+    if checkpoint.passed_over and not fall_back:
+        raise CheckpointError(f"the run's last checkpoint is damaged: {'; '.join(checkpoint.passed_over)} "
+                              f"(the newest intact one, {checkpoint.directory.name}, is older than the "
+                              "trained model); run the recipe again")
+    for problem in checkpoint.passed_over:
+        print(f"ocrbench: checkpoint {problem}: using {checkpoint.directory.name}", file=sys.stderr,
+              flush=True)
+        events.emit("checkpoint_skipped", problem=problem, using=checkpoint.directory.name)
+    return checkpoint
+
+
+def _remove_stale_native(job: Job) -> list[str]:
+    """Remove what a killed or failed native conversion left (``*.tmp`` directories inside the backend's
+    native directory and ``<native>.tmp`` beside it); the caller holds the native-data lock, so no live
+    process is writing them. Returns the names removed."""
+    native = job.native_dir
+    stale = [*native.glob("*.tmp"), *native.glob(".*.tmp"), native.with_name(native.name + ".tmp")]
+    removed = []
+    for path in stale:
+        if path.exists():
+            atomic.remove_tree(path)
+            removed.append(path.name)
+    return sorted(set(removed))
 
 
 def report_weights(trainer: Trainer, rank: int) -> list[str] | None:
@@ -197,9 +260,9 @@ def _probe(trainer: Trainer, job: Job, events: Events) -> None:
     arrays = {"eval_logits": before, "train_logits": train_logits, "losses": losses,
               "eval_logits_after": trainer.probe_forward(inputs),
               **{f"after/{name}": value for name, value in after.items()}}
-    tmp = directory / (PROBE_OUTPUT + ".tmp.npz")
-    np.savez(tmp, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
-    os.replace(tmp, directory / PROBE_OUTPUT)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
+    atomic.write_bytes(directory / PROBE_OUTPUT, buffer.getvalue())
     events.emit("probe", path=str((directory / PROBE_OUTPUT).relative_to(job.run_dir)))
 
 
@@ -232,7 +295,8 @@ def _recognise(trainer: Trainer, job: Job, events: Events) -> None:
 
 
 def _export_all(trainer: Trainer, job: Job, events: Events) -> None:
-    """Export every requested format; a failure is recorded with its reason, not raised."""
+    """Export every requested format; a failure is recorded with its reason, not raised — except a full
+    disk, which stops the run (``DiskFullError`` naming the export), the export's directory removed."""
     exports = job.path("exports")
     reference = None
     for fmt in job.export["formats"]:
@@ -240,27 +304,49 @@ def _export_all(trainer: Trainer, job: Job, events: Events) -> None:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         try:
-            if fmt == WEIGHTS_FORMAT:
-                files = [_write_weights(trainer, job, target)]
-            else:
-                files = trainer.export(fmt, target, job.export["onnx_opset"])
+            with _export_writes(fmt, target):
+                files = ([_write_weights(trainer, job, target)] if fmt == WEIGHTS_FORMAT
+                         else trainer.export(fmt, target, job.export["onnx_opset"]))
+        except DiskFullError:
+            raise
         except Exception as exc:  # the reason goes into metrics.json; other formats still run
-            print(traceback.format_exc(), file=sys.stderr, flush=True)
+            _log_traceback()
             events.emit("export", format=fmt, ok=False, error=f"{type(exc).__name__}: {exc}")
             continue
-        meta = {"format": fmt, "charset": job.charset.chars, "classes": job.charset.num_classes,
-                "input": trainer.input_spec(), **trainer.output_spec()}
-        atomic.write_json(target / "ocrbench-export.json", meta)
-        reference = reference or trainer.reference_batch(REFERENCE_BATCH)
-        if reference is not None:
-            write_reference(target / "reference.npz", *reference)
-        extra = {}
-        reloaded = trainer.predict_exported(fmt, target)
-        if reloaded is not None:   # the eval split through the export reloaded by its own framework
-            write_predictions(target / "eval.tsv", reloaded, job.charset)
-            extra["predictions"] = str((target / "eval.tsv").relative_to(job.run_dir))
+        with _export_writes(fmt, target):
+            meta = {"format": fmt, "charset": job.charset.chars, "classes": job.charset.num_classes,
+                    "input": trainer.input_spec(), **trainer.output_spec()}
+            atomic.write_json(target / "ocrbench-export.json", meta)
+            reference = reference or trainer.reference_batch(REFERENCE_BATCH)
+            if reference is not None:
+                write_reference(target / "reference.npz", *reference)
+            extra = {}
+            reloaded = trainer.predict_exported(fmt, target)
+            if reloaded is not None:   # the eval split through the export reloaded by its own framework
+                write_predictions(target / "eval.tsv", reloaded, job.charset)
+                extra["predictions"] = str((target / "eval.tsv").relative_to(job.run_dir))
         events.emit("export", format=fmt, ok=True, files=[str(p.relative_to(job.run_dir)) for p in files],
                     bytes=sum(p.stat().st_size for p in files), **extra)
+
+
+@contextlib.contextmanager
+def _export_writes(fmt: str, target: Path) -> Iterator[None]:
+    """A full disk while writing the ``fmt`` export: its directory is removed (freeing the space at once,
+    so that the error can still be recorded) and :class:`DiskFullError` raised, naming the export."""
+    try:
+        with writing(f"the {fmt} export", target):
+            yield
+    except DiskFullError:
+        atomic.remove_tree(target)
+        raise
+
+
+def _log_traceback() -> None:
+    """The current exception's traceback to native.log (stderr); nothing if even that cannot be written."""
+    try:
+        print(traceback.format_exc(), file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def _write_weights(trainer: Trainer, job: Job, directory: Path) -> Path:
@@ -273,10 +359,10 @@ def _write_weights(trainer: Trainer, job: Job, directory: Path) -> Path:
 
 def write_reference(path: Path, ids: list[str], inputs: np.ndarray, outputs: np.ndarray) -> None:
     """``reference.npz``: ``ids`` (str), ``inputs`` and ``outputs`` (float32), no pickled objects."""
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, ids=np.asarray(ids, dtype=str), inputs=np.asarray(inputs, dtype=np.float32),
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.asarray(ids, dtype=str), inputs=np.asarray(inputs, dtype=np.float32),
              outputs=np.asarray(outputs, dtype=np.float32))
-    os.replace(tmp, path)
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def _interrupt(signum, frame) -> None:
@@ -298,12 +384,24 @@ def serve(trainer_class: Callable[[Job], Trainer], argv: list[str] | None = None
     try:
         run_job(trainer_class(job), events)
     except KeyboardInterrupt:
-        events.emit("error", type="Interrupted", message="the worker was interrupted",
-                    peak_rss_mb=peak_rss_mb())
+        _report_error(events, "Interrupted", "the worker was interrupted")
         raise SystemExit(130)
     except Exception as exc:
-        traceback.print_exc()
-        events.emit("error", type=type(exc).__name__, message=str(exc), peak_rss_mb=peak_rss_mb())
+        _log_traceback()
+        _report_error(events, type(exc).__name__, str(exc))
         raise SystemExit(1)
     finally:
-        events.close()
+        try:
+            events.close()
+        except OSError:
+            pass
+
+
+def _report_error(events: Events, kind: str, message: str) -> None:
+    """The ``error`` event; if even that cannot be written (a full disk), the reason goes to native.log and
+    the core reports the exit code."""
+    try:
+        events.emit("error", type=kind, message=message, peak_rss_mb=peak_rss_mb())
+    except OSError as exc:
+        print(f"ocrbench worker: cannot write the error event ({exc}): {kind}: {message}", file=sys.stderr,
+              flush=True)

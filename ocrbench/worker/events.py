@@ -4,13 +4,17 @@ the per-epoch context (:class:`EpochContext`: learning rate, step reporting) and
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from ocrbench.schedule import Schedule
+
+T = TypeVar("T")
 
 
 class Events:
@@ -36,38 +40,95 @@ class Events:
             self._handle.close()
 
 
+@dataclass
+class PartialEpoch:
+    """What an epoch had done when a mid-epoch checkpoint was written (``train.checkpoint_every``):
+    its steps, images, summed logged loss and training seconds; a resumed run continues from them."""
+
+    steps: int = 0
+    samples: int = 0
+    loss_sum: float = 0.0
+    train_s: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "PartialEpoch":
+        return cls(**data) if data else cls()
+
+
 class EpochContext:
-    """Handed to ``Trainer.train_epoch``: the learning rate to use and where to report each step."""
+    """Handed to ``Trainer.train_epoch``: the learning rate to use, the batches still to take
+    (:meth:`batches`) and where to report each step (:meth:`step`). The epoch's mean loss is the mean of
+    the losses reported to :meth:`step` (:meth:`mean_loss`), including those before a resume."""
 
     def __init__(self, epoch: int, global_step: int, schedule: Schedule, events: Events, log_every: int,
-                 processes: int = 1):
+                 processes: int = 1, resumed: PartialEpoch | None = None,
+                 on_step: Callable[["EpochContext"], None] | None = None):
+        resumed = resumed or PartialEpoch()
         self.epoch = epoch
         self._processes = processes
         self.global_step = global_step
-        self.samples = 0
+        self.skip = resumed.steps          # steps of this epoch taken before a resume
+        self.epoch_step = resumed.steps    # steps of this epoch taken so far
+        self.samples = resumed.samples
+        self._carried = resumed
+        self._losses: list[float | Callable[[], float]] = []
+        self._rate_samples = 0
         self._schedule = schedule
         self._events = events
         self._log_every = log_every
+        self._on_step = on_step
         self._started = time.perf_counter()
 
     def lr(self) -> float:
         """Learning rate for the step about to be taken (ocrbench.schedule, per global step)."""
         return self._schedule.lr_at(self.global_step)
 
+    def batches(self, batches: Iterable[T]) -> Iterator[T]:
+        """The epoch's batches (in its seeded order) without the first :attr:`skip` — those a resumed run
+        took before its mid-epoch checkpoint. Every backend iterates its training batches through this."""
+        return itertools.islice(batches, self.skip, None)
+
     def step(self, samples: int, loss: float | Callable[[], float]) -> None:
         """Record one optimizer step over ``samples`` images (this process's; every worker process of a
         data-parallel run takes the same number of steps, so the run's samples are this times the
-        processes). ``loss`` may be a callable, evaluated only when the step is logged (so a GPU backend
-        does not synchronise every step)."""
+        processes). ``loss`` may be a callable, evaluated only when the step is logged or the epoch's mean
+        is taken (so a GPU backend does not synchronise every step)."""
         check_parent()
         lr = self.lr()
         self.global_step += 1
+        self.epoch_step += 1
         self.samples += samples * self._processes
+        self._rate_samples += samples * self._processes
+        self._losses.append(loss)
         if self.global_step % self._log_every == 0:
-            value = loss() if callable(loss) else loss
+            value = self._resolve(len(self._losses) - 1)
             elapsed = time.perf_counter() - self._started
-            self._events.emit("step", epoch=self.epoch, step=self.global_step, loss=float(value), lr=lr,
-                              samples_per_s=self.samples / max(elapsed, 1e-9))
+            self._events.emit("step", epoch=self.epoch, step=self.global_step, loss=value, lr=lr,
+                              samples_per_s=self._rate_samples / max(elapsed, 1e-9))
+        if self._on_step is not None:
+            self._on_step(self)
+
+    def _resolve(self, index: int) -> float:
+        value = self._losses[index]
+        if callable(value):
+            value = self._losses[index] = float(value())
+        return float(value)
+
+    def partial(self) -> PartialEpoch:
+        """This epoch so far, for a mid-epoch checkpoint."""
+        losses = sum(self._resolve(i) for i in range(len(self._losses)))
+        return PartialEpoch(steps=self.epoch_step, samples=self.samples,
+                            loss_sum=self._carried.loss_sum + losses,
+                            train_s=self._carried.train_s + time.perf_counter() - self._started)
+
+    def mean_loss(self) -> float:
+        """The mean of the epoch's logged step losses (those before a resume included); 0.0 without steps."""
+        done = self.partial()
+        return done.loss_sum / done.steps if done.steps else 0.0
+
+    def train_s(self) -> float:
+        """Seconds this epoch has trained (before a resume included)."""
+        return self._carried.train_s + time.perf_counter() - self._started
 
 
 _PARENT = os.getppid()

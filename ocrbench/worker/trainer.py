@@ -61,6 +61,23 @@ PREPROCESS_PARAMS = ("keep_ratio",)   # model.params keys of the data pipeline, 
 Batches = Iterable[tuple[list[str], np.ndarray]]
 
 
+class EpochOrder:
+    """A sampler of training-sample indices in :meth:`Trainer.epoch_order` of the current epoch (set with
+    :meth:`set_epoch` before each epoch); PyTorch's and Gluon's DataLoaders take it as ``sampler``."""
+
+    def __init__(self, trainer: "Trainer", n: int):
+        self._trainer, self._n, self.epoch = trainer, n, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(self._trainer.epoch_order(self.epoch, self._n))
+
+    def __len__(self) -> int:
+        return self._n
+
+
 class Trainer(abc.ABC):
     """What a backend implements: the framework-specific parts of a run. The driver (:func:`run_job`)
     constructs nothing: :func:`serve` makes ``TrainerClass(job)``, then the driver calls ``setup``,
@@ -122,9 +139,13 @@ class Trainer(abc.ABC):
         """Optimizer steps in one epoch (:meth:`epoch_steps` of this process's share of the split)."""
 
     @abc.abstractmethod
-    def train_epoch(self, ctx: EpochContext) -> float:
-        """One epoch: before each step take the learning rate from ``ctx.lr()``, after it call
-        ``ctx.step(images, loss)``. Returns the epoch's mean loss, as :meth:`loss_spec` describes it."""
+    def train_epoch(self, ctx: EpochContext) -> None:
+        """One epoch: iterate the epoch's training batches, in its seeded order, through
+        ``ctx.batches(...)`` (after a mid-epoch resume it leaves out the steps already taken); before each
+        step take the learning rate from ``ctx.lr()``, after it call ``ctx.step(images, loss)`` with the
+        step's logged loss (as :meth:`loss_spec` describes it; a callable is evaluated lazily). The epoch's
+        mean loss is the mean of those (``ctx.mean_loss``). ``ctx.step`` may write a checkpoint
+        (``train.checkpoint_every``), so the model and optimizer must be consistent when it is called."""
 
     @abc.abstractmethod
     def predict(self, split: str) -> Batches:
@@ -133,12 +154,16 @@ class Trainer(abc.ABC):
 
     @abc.abstractmethod
     def save(self, directory: Path, epoch: int) -> list[Path]:
-        """A native checkpoint of model and optimizer after ``epoch`` (1-based), written atomically;
-        returns the files written."""
+        """A native checkpoint of model and optimizer during or after ``epoch`` (1-based) into
+        ``directory``: an empty staging directory that the driver commits by renaming it once this
+        returns (``ocrbench.worker.checkpoints``), so files need no temporary names. Returns the files
+        written. Files meant to outlive later checkpoints (a best-accuracy copy) go in
+        ``job.path("checkpoints")``."""
 
     @abc.abstractmethod
     def load(self, directory: Path) -> None:
-        """Restore model and optimizer from the latest checkpoint in ``directory``."""
+        """Restore model and optimizer from the checkpoint in ``directory`` (a committed step directory,
+        its files verified by the driver)."""
 
     @abc.abstractmethod
     def export(self, fmt: str, directory: Path, opset: int) -> list[Path]:
@@ -264,6 +289,13 @@ class Trainer(abc.ABC):
         """The shuffle seed of training epoch ``epoch``: ``seed * 100003 + epoch``, so an epoch's order is
         the same after a resume."""
         return self.seed * SHUFFLE_SEED_STRIDE + epoch
+
+    def epoch_order(self, epoch: int, n: int) -> list[int]:
+        """The order of ``n`` training samples in epoch ``epoch`` (1-based): numpy's
+        ``RandomState(epoch_seed(epoch)).permutation(n)`` — a function of the seed and the epoch only, so a
+        resumed run replays it (PyTorch, MXNet and Paddle train in this order; TensorFlow's and
+        MindSpore's shuffles are seeded with ``epoch_seed`` too)."""
+        return np.random.RandomState(self.epoch_seed(epoch)).permutation(n).tolist()
 
     @property
     def keep_ratio(self) -> bool:
