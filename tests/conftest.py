@@ -23,10 +23,12 @@ def quiet(_message):
     """A log function that prints nothing (dataset preparation in tests)."""
 
 
-def tree_digest(root):
-    """sha256 over every file of a prepared dataset but its manifest (paths and bytes)."""
+def tree_digest(root, leave_out=()):
+    """sha256 over every file of a prepared dataset but its manifest (paths and bytes), leaving out the
+    top-level folders named in ``leave_out`` (e.g. ``native``)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"
+                       and p.relative_to(root).parts[0] not in leave_out):
         digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
     return digest.hexdigest()
 

@@ -43,6 +43,13 @@ def check_exports(run_dir: Path, metrics: dict, formats: set[str], blank: int = 
     return recorded
 
 
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The run's newest committed checkpoint directory (its files verified)."""
+    from ocrbench.worker.checkpoints import CheckpointStore
+
+    return CheckpointStore(run_dir / "checkpoints").latest().directory
+
+
 def backend_python(name: str) -> Path:
     """The backend's environment interpreter (a clear error if the env is not installed)."""
     from ocrbench import envs

@@ -7,6 +7,7 @@ import pytest
 
 from backends.mxnet.spec import LstmCtcParams
 from conftest import ROOT
+from e2e_checks import latest_checkpoint
 from e2e_checks import (PLUMBING, backend_python, check_chinese_lines, check_complete_run, check_exports,
                         check_learned, check_partial_batch_policy, check_predict, check_reloaded_parity,
                         check_small_crnn, extend_by_resume, in_env, recipe_epochs, smoke)
@@ -42,8 +43,8 @@ def test_lstm_ctc_smoke_run(lstm_run):
 
 
 def test_checkpoints_follow_the_example_convention(lstm_run):
-    names = {p.name for p in (lstm_run / "checkpoints").iterdir()}
-    assert {"ocr-symbol.json", "ocr-0001.params", "ocr-0002.params", "ocr-0002.states"} <= names
+    names = {p.name for p in latest_checkpoint(lstm_run).iterdir()}
+    assert {"ocr-symbol.json", "ocr-0002.params", "ocr-0002.states", "state.json"} <= names
 
 
 def test_native_data_is_recordio_read_by_mxnet(lstm_run, mx_python):

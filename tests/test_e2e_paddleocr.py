@@ -8,6 +8,7 @@ import yaml
 
 from backends.paddleocr.spec import CrnnMobileNetV3Params
 from conftest import ROOT
+from e2e_checks import latest_checkpoint
 from e2e_checks import (PLUMBING, backend_python, check_chinese_lines, check_complete_run, check_exports,
                         check_onnx_parity, check_partial_batch_policy, check_predict, check_reloaded_parity,
                         check_small_crnn, extend_by_resume, in_env, smoke)
@@ -50,8 +51,9 @@ def test_crnn_mobilenetv3_smoke_run(mobilenet_run):
 
 
 def test_paddleocr_checkpoints_and_config(mobilenet_run):
-    names = {p.name for p in (mobilenet_run / "checkpoints").iterdir()}
-    for prefix in ("latest", "best_accuracy"):
+    # latest.* in each checkpoint; best_accuracy.* beside them, outliving them (PaddleOCR's convention)
+    for names, prefix in (({p.name for p in latest_checkpoint(mobilenet_run).iterdir()}, "latest"),
+                          ({p.name for p in (mobilenet_run / "checkpoints").iterdir()}, "best_accuracy")):
         assert {f"{prefix}.pdparams", f"{prefix}.pdopt", f"{prefix}.states"} <= names
     config = yaml.safe_load((mobilenet_run / "config.yml").read_text())
     assert list(config) == ["Global", "Optimizer", "Architecture", "Loss", "PostProcess", "Metric", "Train",
@@ -77,7 +79,7 @@ def test_checkpoints_load_without_executing_code(mobilenet_run, paddle_python, t
             "print(len(state) > 0, type(next(iter(state.values()))).__name__)\n"
             "try:\n    safe_load(Path(sys.argv[2]))\n"
             "except pickle.UnpicklingError as e:\n    print('refused')\n")
-    out = in_env(paddle_python, code, mobilenet_run / "checkpoints", evil).split()
+    out = in_env(paddle_python, code, latest_checkpoint(mobilenet_run), evil).split()
     assert out == ["True", "ndarray", "refused"]
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import OCRBENCH, ROOT, run_cli
+from e2e_checks import latest_checkpoint
 from e2e_checks import (PLUMBING, check_chinese_lines, check_complete_run, check_exports, check_learned,
                         check_onnx_parity, check_partial_batch_policy, check_reloaded_parity, recipe_epochs)
 from ocrbench import envs
@@ -95,7 +96,7 @@ def test_checkpoint_loads_with_weights_only(smoke_run, torch_python):
     run_dir, _ = smoke_run
     code = ("import sys, torch; s = torch.load(sys.argv[1], weights_only=True); "
             "print(s['epoch'], len(s['model']))")
-    out = subprocess.run([str(torch_python), "-c", code, str(run_dir / "checkpoints" / "last.pt")],
+    out = subprocess.run([str(torch_python), "-c", code, str(latest_checkpoint(run_dir) / "last.pt")],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == "3"
 
@@ -152,7 +153,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, torch_python
     (run_dir,) = out.iterdir()
     interrupted = json.loads((run_dir / "metrics.json").read_text())
     assert interrupted["status"] == "failed" and interrupted["error"]["type"] == "Interrupted"
-    done_before = json.loads((run_dir / "checkpoints" / "state.json").read_text())["epoch"]
+    done_before = json.loads((latest_checkpoint(run_dir) / "state.json").read_text())["epoch"]
     assert done_before < 40
 
     result = run_cli("run", "--resume", run_dir)

@@ -8,6 +8,7 @@ import pytest
 
 from backends.tensorflow.spec import ShadowNetParams
 from conftest import ROOT
+from e2e_checks import latest_checkpoint
 from e2e_checks import (backend_python, check_chinese_lines, check_complete_run, check_exports, check_learned,
                         check_onnx_parity, check_partial_batch_policy, check_predict, check_reloaded_parity,
                         check_small_crnn, extend_by_resume, in_env, recipe_epochs, smoke)
@@ -41,7 +42,7 @@ def test_shadownet_smoke_run(shadownet_run):
     for fmt in ("savedmodel", "tflite"):
         check_reloaded_parity(shadownet_run, exports[fmt])
     assert check_onnx_parity(shadownet_run, exports["onnx"])["preprocess_max_diff"] == 0.0
-    names = {p.name for p in (shadownet_run / "checkpoints").iterdir()}
+    names = {p.name for p in latest_checkpoint(shadownet_run).iterdir()}
     assert {"shadownet.ckpt.index", "shadownet.ckpt.data-00000-of-00001", "state.json"} <= names
 
 

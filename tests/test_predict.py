@@ -124,9 +124,9 @@ def test_a_run_without_usable_export_or_checkpoint(run, tmp_path):
     assert jsonl(result.stdout)[0]["text"] == run_predictions(run)[str(image.relative_to(dataset_dir(run)))]
     shutil.rmtree(bare / "checkpoints")
     result = run_cli("predict", bare, image)
-    assert result.returncode == 2 and "no checkpoint (checkpoints/state.json): nothing" in said(result)
+    assert result.returncode == 2 and "no checkpoint (checkpoints/): nothing" in said(result)
     result = run_cli("predict", bare, image, "--engine", "native")
-    assert result.returncode == 2 and "no checkpoint (checkpoints/state.json) for the native" in said(result)
+    assert result.returncode == 2 and "no checkpoint (checkpoints/) for the native" in said(result)
 
 
 OTHER_FONT = """

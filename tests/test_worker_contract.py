@@ -26,6 +26,7 @@ from ocrbench.results import EvalScorer, assemble, read_events, validate_metrics
 from ocrbench.plan import Plan
 from ocrbench.runner import Runner, job_spec
 from ocrbench.worker import Events, LossSpec, Trainer, run_job
+from ocrbench.worker.checkpoints import CheckpointStore
 
 CHARSET = "0123456789"
 TRAIN, EVAL = 10, 6          # samples; train batches of 4: 2 full + 1 partial of 2
@@ -71,17 +72,15 @@ class NumpyTrainer(Trainer):
     def steps_per_epoch(self) -> int:
         return self.epoch_steps(len(self.sample_ids("train")), self.batch)
 
-    def train_epoch(self, ctx) -> float:
+    def train_epoch(self, ctx) -> None:
         ids = self.sample_ids("train")
-        order = np.random.RandomState(self.epoch_seed(ctx.epoch)).permutation(len(ids))
+        order = self.epoch_order(ctx.epoch, len(ids))
         stop = len(ids) - len(ids) % self.batch if self.drop_last(len(ids), self.batch) else len(ids)
-        losses = []
-        for start in range(0, stop, self.batch):
-            chosen = order[start: start + self.batch]
+        batches = (order[start: start + self.batch] for start in range(0, stop, self.batch))
+        for chosen in ctx.batches(batches):
             self.weights = self.weights * np.float32(1 - ctx.lr()) + np.float32(len(chosen) / 100)
-            losses.append(float(np.abs(self.weights).sum()))
-            ctx.step(len(chosen), lambda value=losses[-1]: value)
-        return float(np.mean(losses))
+            loss = float(np.abs(self.weights).sum())
+            ctx.step(len(chosen), lambda value=loss: value)
 
     def _paths(self, ids: list[str]) -> np.ndarray:
         """Best paths (batch, time) whose greedy decode is the label (even positions) or "0"."""
@@ -103,8 +102,7 @@ class NumpyTrainer(Trainer):
 
     def save(self, directory: Path, epoch: int) -> list[Path]:
         path = directory / "weights.npy"
-        np.save(directory / "weights.tmp.npy", self.weights)
-        (directory / "weights.tmp.npy").replace(path)
+        np.save(path, self.weights)
         return [path]
 
     def load(self, directory: Path) -> None:
@@ -141,6 +139,11 @@ RECIPE = {"name": "fake", "backend": "numpy", "model": {"arch": "numpy"},
           "train": {"epochs": 2, "batch_size": BATCH, "log_every": 1, "seed": 5,
                     "lr_schedule": {"name": "cosine"}},
           "export": {"formats": ["npy", "broken"]}}
+
+
+def latest(job: Job):
+    """The run's newest intact checkpoint."""
+    return CheckpointStore(job.path("checkpoints")).latest()
 
 
 def resolved(**train) -> dict:
@@ -221,7 +224,7 @@ def test_run_job_trains_evaluates_checkpoints_and_exports(dataset, tmp_path):
     assert [e["samples"] for e in events if e["event"] == "epoch_end"] == [8, 8]   # the partial batch dropped
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
     assert [e["epoch"] for e in events if e["event"] == "checkpoint"] == [1, 2]
-    assert (job.run_dir / "checkpoints" / "state.json").is_file()
+    assert latest(job).state["epoch"] == 2 and len(CheckpointStore(job.path("checkpoints")).committed()) == 2
     train_end = next(e for e in events if e["event"] == "train_end")
     assert len(train_end["weights_sha256"]) == 1 and train_end["samples"] == 16
 
@@ -252,10 +255,10 @@ def test_drop_last_false_trains_the_partial_batch(dataset, tmp_path):
 
 
 class InterruptedAtEpoch3(NumpyTrainer):
-    def train_epoch(self, ctx) -> float:
+    def train_epoch(self, ctx) -> None:
         if ctx.epoch == 3:
             raise KeyboardInterrupt
-        return super().train_epoch(ctx)
+        super().train_epoch(ctx)
 
 
 def test_resume_continues_after_the_last_checkpoint(dataset, tmp_path):
@@ -267,15 +270,106 @@ def test_resume_continues_after_the_last_checkpoint(dataset, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_job(InterruptedAtEpoch3(job), events)
     events.close()
-    assert json.loads((job.run_dir / "checkpoints" / "state.json").read_text())["epoch"] == 2
+    assert latest(job).state["epoch"] == 2
     events = run(dataclasses.replace(job, resume=True))
     assert [e["epoch"] for e in events if e["event"] == "resumed"] == [2]
     assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [1, 2, 3]   # both attempts
     # the same weights as training straight through: the schedule went on from global step 4 of 6
-    assert np.array_equal(np.load(straight.run_dir / "checkpoints" / "weights.npy"),
-                          np.load(job.run_dir / "checkpoints" / "weights.npy"))
+    assert np.array_equal(np.load(latest(straight).directory / "weights.npy"),
+                          np.load(latest(job).directory / "weights.npy"))
     metrics = metrics_of(job, recipe, dataset)
     assert [p["epoch"] for p in metrics["train"]["curve"]] == [1, 2, 3] and metrics["train"]["epochs"] == 3
+
+
+class KilledAtStep(NumpyTrainer):
+    """Stops (as a kill would, no handler) right after global step ``STOP``."""
+
+    STOP = 4
+
+    def train_epoch(self, ctx) -> None:
+        step = ctx.step
+
+        def counted(samples, loss):
+            step(samples, loss)
+            if ctx.global_step == self.STOP:
+                raise KeyboardInterrupt
+
+        ctx.step = counted
+        super().train_epoch(ctx)
+
+
+def test_checkpoint_every_resumes_inside_an_epoch_as_if_never_stopped(dataset, tmp_path):
+    # drop_last false: 3 steps per epoch; a checkpoint every 2 steps -> step 4 is epoch 2's first step
+    recipe = resolved(epochs=3, drop_last=False, checkpoint_every=2)
+    straight = make_job(dataset, tmp_path / "straight", recipe)
+    straight_events = run(straight)
+    assert [e["step"] for e in straight_events if e["event"] == "checkpoint"] == [2, 3, 4, 6, 8, 9]
+    job = make_job(dataset, tmp_path / "killed", recipe)
+    events = Events(job.path("events"))
+    with pytest.raises(KeyboardInterrupt):
+        run_job(KilledAtStep(job), events)
+    events.close()
+    checkpoint = latest(job)    # the one after step 4 (epoch 2, one step in)
+    assert checkpoint.directory.name == "step-00000004"
+    assert checkpoint.state["epoch"] == 1 and checkpoint.state["partial"]["steps"] == 1
+    events = run(dataclasses.replace(job, resume=True))    # both attempts' events
+    resumed = events[next(i for i, e in enumerate(events) if e["event"] == "resumed"):]
+    assert (resumed[0]["epoch"], resumed[0]["epoch_step"]) == (1, 1)
+    assert [e["step"] for e in resumed if e["event"] == "step"] == [5, 6, 7, 8, 9]   # none repeated
+    assert np.array_equal(np.load(latest(straight).directory / "weights.npy"),
+                          np.load(latest(job).directory / "weights.npy"))
+    # the epoch losses and image counts are the uninterrupted run's, the steps before the kill included
+    def ends(events):
+        return [(e["epoch"], e["loss"], e["samples"]) for e in events if e["event"] == "epoch_end"]
+
+    assert ends(resumed) == ends(straight_events)[1:]
+    assert [p.name for p in CheckpointStore(job.path("checkpoints")).committed()] == ["step-00000008",
+                                                                                      "step-00000009"]
+
+
+def test_a_damaged_checkpoint_is_detected_and_the_previous_one_used(dataset, tmp_path):
+    recipe = resolved(epochs=3)
+    job = make_job(dataset, tmp_path / "run", recipe)
+    run(job)
+    store = CheckpointStore(job.path("checkpoints"))
+    newest, previous = store.committed()[-1], store.committed()[-2]
+    with open(newest / "weights.npy", "r+b") as handle:   # truncated, as by a failing disk
+        handle.truncate(10)
+    checkpoint = store.latest()
+    assert checkpoint.directory == previous
+    assert checkpoint.passed_over == [f"{newest.name}: weights.npy is 10 bytes, "
+                                      f"{(previous / 'weights.npy').stat().st_size} when written "
+                                      "(truncated or changed)"]
+    (previous / "weights.npy").write_bytes(b"x" * (previous / "weights.npy").stat().st_size)  # same size
+    with pytest.raises(RuntimeError, match="weights.npy does not match its sha256"):
+        store.latest()
+
+
+class DiskFullOnSecondSave(NumpyTrainer):
+    saves = 0
+
+    def save(self, directory: Path, epoch: int) -> list[Path]:
+        DiskFullOnSecondSave.saves += 1
+        if DiskFullOnSecondSave.saves == 2:
+            (directory / "weights.npy").write_bytes(b"half")
+            raise OSError(28, "No space left on device")
+        return super().save(directory, epoch)
+
+
+def test_a_full_disk_while_checkpointing_names_the_write_and_keeps_the_previous(dataset, tmp_path):
+    from ocrbench.errors import DiskFullError
+
+    job = make_job(dataset, tmp_path / "run", resolved(epochs=3))
+    events = Events(job.path("events"))
+    with pytest.raises(DiskFullError, match=r"no space left on device while writing the checkpoint after "
+                                            r"step 4 \(.*\.staging-00000004"):
+        run_job(DiskFullOnSecondSave(job), events)
+    events.close()
+    store = CheckpointStore(job.path("checkpoints"))
+    assert [p.name for p in store.committed()] == ["step-00000002"] and not list(store.root.glob(".staging*"))
+    assert store.latest().state["epoch"] == 1
+    events = run(dataclasses.replace(job, resume=True))      # the disk has room again
+    assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [1, 2, 2, 3]   # both attempts
 
 
 def test_export_stage_only_exports(dataset, tmp_path):
