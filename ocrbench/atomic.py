@@ -50,7 +50,10 @@ def remove_tree(path: str | os.PathLike) -> None:
     failed mid-write may still hold the file open, and on a full disk its blocks are only released when it
     is emptied — unlinking alone would keep the space taken until the process exits."""
     path = Path(path)
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    if path.is_symlink():   # a link is removed, never what it points to
+        path.unlink()
+        return
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
     for item in files:
         try:
             os.truncate(item, 0)

@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from ocrbench import atomic, errors, images
 from ocrbench.captcha_renderer import font_problem, render_captcha
@@ -253,23 +253,59 @@ def verify(root: Path) -> list[str]:
     return problems
 
 
-def _finish(tmp: Path, config: dict, key: str, rows: dict[str, list[tuple[str, str, str]]], charset: str,
+class RowSpool:
+    """One split's ``(relpath, sha256, text)`` rows, appended to ``.rows-<split>.tsv`` inside the dataset
+    being built instead of held in memory: preparing N images then takes the same memory for any N.
+    Read back in order by iterating. A text never holds a newline (labels are single lines)."""
+
+    def __init__(self, out: Path, split: str):
+        self.path = out / f".rows-{split}.tsv"
+        self._file = self.path.open("w", encoding="utf-8", newline="\n")
+        self.n = 0
+        self.max_len = 0
+
+    def add(self, relpath: str, sha: str, text: str) -> None:
+        self._file.write(f"{relpath}\t{sha}\t{text}\n")
+        self.n += 1
+        self.max_len = max(self.max_len, len(text))
+
+    def extend(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        for row in rows:
+            self.add(*row)
+
+    def __iter__(self) -> Iterator[tuple[str, str, str]]:
+        self._file.flush()
+        with self.path.open(encoding="utf-8", newline="\n") as rows:
+            for line in rows:
+                relpath, sha, text = line[:-1].split("\t", 2)
+                yield relpath, sha, text
+
+    def remove(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _finish(tmp: Path, config: dict, key: str, rows: dict[str, RowSpool], charset: str,
             counts: dict[str, dict[str, dict[str, int]]], seconds: float) -> dict:
-    """Write label files, charset, the file list (FILES) and the manifest; the fingerprint covers images,
-    labels and charset. ``counts``: per split, the samples ``skipped`` and the images ``converted`` to
-    8-bit, by reason / original mode."""
+    """Write label files, charset, the file list (FILES) and the manifest, streaming each split's rows
+    once (files inside ``tmp`` need no temporary names: ``tmp`` becomes the dataset by one rename); the
+    fingerprint covers images, labels and charset. ``counts``: per split, the samples ``skipped`` and the
+    images ``converted`` to 8-bit, by reason / original mode."""
     digest = hashlib.sha256()
-    for split in SPLITS:
-        if not rows[split]:
-            raise OcrbenchError(f"data: the {split} split is empty after preparation")
-        for relpath, sha, text in rows[split]:
-            digest.update(f"{split}\t{relpath}\t{sha}\t{text}\n".encode())
-        atomic.write_text(tmp / f"{split}.txt", format_label_lines([Sample(p, t) for p, _, t in rows[split]]))
+    with (tmp / FILES).open("w", encoding="utf-8", newline="\n") as files:
+        for split in SPLITS:
+            if not rows[split].n:
+                raise OcrbenchError(f"data: the {split} split is empty after preparation")
+            with (tmp / f"{split}.txt").open("w", encoding="utf-8", newline="\n") as labels:
+                for relpath, sha, text in rows[split]:
+                    digest.update(f"{split}\t{relpath}\t{sha}\t{text}\n".encode())
+                    labels.write(format_label_lines([Sample(relpath, text)]))
+                    files.write(f"{relpath}\t{(tmp / relpath).stat().st_size}\t{sha}\n")
     digest.update(("charset\t" + charset).encode())
     atomic.write_text(tmp / "charset.txt", "".join(c + "\n" for c in charset))
-    atomic.write_text(tmp / FILES, "".join(f"{relpath}\t{(tmp / relpath).stat().st_size}\t{sha}\n"
-                                           for split in SPLITS for relpath, sha, _ in rows[split]))
-    total = sum(len(r) for r in rows.values())
+    for spool in rows.values():
+        spool.remove()
+    total = sum(spool.n for spool in rows.values())
     manifest = {
         "format": FORMAT,
         "key": key,
@@ -277,8 +313,7 @@ def _finish(tmp: Path, config: dict, key: str, rows: dict[str, list[tuple[str, s
         "source": config["source"],
         "config": config,
         "charset": charset,
-        "splits": {s: {"n": len(rows[s]), "labels": f"{s}.txt",
-                       "max_len": max(len(t) for _, _, t in rows[s])} for s in SPLITS},
+        "splits": {s: {"n": rows[s].n, "labels": f"{s}.txt", "max_len": rows[s].max_len} for s in SPLITS},
         "skipped": counts["skipped"],
         "converted": counts["converted"],
         "versions": versions(),
@@ -415,7 +450,7 @@ def _build_synthetic(data: dict, config: dict, out: Path, log) -> tuple[dict, st
     tasks = [(config, split, start, min(start + CHUNK, size), str(out))
              for split, size in (("train", data["train_size"]), ("eval", data["eval_size"]))
              for start in range(0, size, CHUNK)]
-    rows: dict[str, list] = {s: [] for s in SPLITS}
+    rows = {s: RowSpool(out, s) for s in SPLITS}
     if workers == 1:
         for task in tasks:
             rows[task[1]].extend(_render_chunk(task))
@@ -436,7 +471,7 @@ class _Importer:
         self.out = out
         self.split = split
         self.charset = set(charset) if charset else None
-        self.rows: list[tuple[str, str, str]] = []
+        self.rows = RowSpool(out, split)
         self.skipped: dict[str, int] = {}
         self.converted: dict[str, int] = {}   # images made 8-bit (ocrbench.images), by original mode
 
@@ -462,9 +497,9 @@ class _Importer:
             return self.bad(where, exc.reason, str(exc))
         if converted:
             self.converted[converted] = self.converted.get(converted, 0) + 1
-        relpath = f"images/{self.split}/{len(self.rows):08d}{ext}"
+        relpath = f"images/{self.split}/{self.rows.n:08d}{ext}"
         (self.out / relpath).write_bytes(image)
-        self.rows.append((relpath, hashlib.sha256(image).hexdigest(), text))
+        self.rows.add(relpath, hashlib.sha256(image).hexdigest(), text)
 
     def add_from_root(self, where: str, root: Path, relpath: str, text: str) -> None:
         """Add the image at ``root / relpath``; a path that escapes ``root`` is a bad sample."""
@@ -478,7 +513,7 @@ def _import_charset(data: dict, config: dict) -> str | None:
     return _dictionary_charset(config, Path("/"))
 
 
-def _derived_charset(rows: dict[str, list], given: str | None) -> str:
+def _derived_charset(rows: dict[str, RowSpool], given: str | None) -> str:
     """The given charset, or every character of the labels in sorted order."""
     if given:
         return given
@@ -497,7 +532,7 @@ def _build_import(data: dict, config: dict, out: Path, log) -> tuple[dict, str, 
         importer = _Importer(data, out, split, charset)
         origin = feed(data, config, split, importer)
         rows[split], skipped[split], converted[split] = importer.rows, importer.skipped, importer.converted
-        log(f"dataset: imported {len(importer.rows)} {split} samples from {origin}"
+        log(f"dataset: imported {importer.rows.n} {split} samples from {origin}"
             + (f", skipped {importer.skipped}" if importer.skipped else "")
             + (f", made 8-bit {importer.converted}" if importer.converted else ""))
     return rows, _derived_charset(rows, charset), {"skipped": skipped, "converted": converted}
