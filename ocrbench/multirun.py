@@ -20,6 +20,7 @@ from ocrbench.errors import OcrbenchError
 from ocrbench.recipe import Recipe
 from ocrbench.plan import plan
 from ocrbench.runner import Runner
+from ocrbench.tracking import Tracking
 
 
 @dataclass
@@ -56,7 +57,7 @@ def select_backends(choice: str, installed_only: bool) -> tuple[list[str], list[
 
 def run_each(names: list[str], load: Callable[[str], tuple[Recipe, Path]], out: Path,
              where: Callable[[int], Topology] | None, command: list[str], console,
-             install: bool = False) -> list[Outcome]:
+             install: bool = False, mlflow: Tracking | None = None) -> list[Outcome]:
     """Run ``load(name)``'s recipe on each backend in turn; ``where(recipe's runtime.gpus)`` gives the
     devices (default: the recipe's GPUs, one replica). Ctrl-C stops the series after the current run has
     written its (failed) metrics.json."""
@@ -70,7 +71,8 @@ def run_each(names: list[str], load: Callable[[str], tuple[Recipe, Path]], out: 
             if install:
                 envs.install(p.spec, log=console.print)
             gpus = p.recipe.runtime.gpus
-            runner = Runner(p, out, where(gpus) if where else Topology(gpus=gpus), None, command, console)
+            runner = Runner(p, out, where(gpus) if where else Topology(gpus=gpus), None, command, console,
+                            mlflow=mlflow)
             metrics_path, metrics = runner.run()
             outcomes.append(Outcome(name, metrics_path, metrics, seconds=time.monotonic() - start))
         except OcrbenchError as exc:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 from ocrbench.distributed import Launch
 from ocrbench.results import EvalScorer
@@ -20,10 +21,11 @@ POLL_S = 0.2   # seconds between reads of events.jsonl when nothing new arrived
 
 
 def follow(launch: Launch, run_dir: Path, console, scorer: EvalScorer | None,
-           events_name: str = "events.jsonl") -> int:
+           events_name: str = "events.jsonl", on_event: Callable[[dict], None] | None = None) -> int:
     """Start this node's processes and follow rank 0's events until the last process exits; returns
-    the first non-zero exit code (0 when every process succeeded). If the main process (the last)
-    fails, the others (MXNet's ps-lite server and scheduler) are stopped."""
+    the first non-zero exit code (0 when every process succeeded). Each event goes to the live display,
+    then to ``on_event`` (e.g. MLflow, ``ocrbench.tracking``). If the main process (the last) fails, the
+    others (MXNet's ps-lite server and scheduler) are stopped."""
     from ocrbench.progress import EventProgress
 
     events_path = run_dir / events_name
@@ -43,7 +45,10 @@ def follow(launch: Launch, run_dir: Path, console, scorer: EvalScorer | None,
                     *lines, pending = pending.split("\n")
                     for line in lines:
                         if line.strip():
-                            progress.handle(json.loads(line))
+                            event = json.loads(line)
+                            progress.handle(event)
+                            if on_event is not None:
+                                on_event(event)
                     if main.poll() is not None and not chunk:
                         break
                     if not chunk:

@@ -29,7 +29,7 @@ import yaml
 
 import ocrbench
 from ocrbench import (atomic, ctc_feasibility, datasets, distributed, envs, export_parity, hardware,
-                      processes, weights)
+                      processes, tracking, weights)
 from ocrbench.backend import BackendSpec
 from ocrbench.codec import Charset
 from ocrbench.errors import LOW_SPACE_BYTES, OcrbenchError, disk_full_error, free_bytes
@@ -39,6 +39,7 @@ from ocrbench.metrics import Protocol
 from ocrbench.plan import Plan, check_topology, resolve_cache
 from ocrbench.recipe import Recipe, validate_data
 from ocrbench.results import EvalScorer, assemble, read_events, validate_metrics
+from ocrbench.tracking import Tracking
 
 
 def new_run_dir(out: Path, name: str, backend: str) -> Path:
@@ -105,8 +106,10 @@ class Runner:
     (node 0 writes them)."""
 
     def __init__(self, p: Plan, out: Path, topology: distributed.Topology, python_override: str | None,
-                 command: list[str], console, resume_dir: Path | None = None):
+                 command: list[str], console, resume_dir: Path | None = None,
+                 mlflow: Tracking | None = None):
         self.p = p
+        self.mlflow = mlflow
         self.out = out.resolve()   # the worker runs inside the run directory: every path it gets is absolute
         self.topology = topology
         self.python_override = python_override or p.recipe.runtime.python.get(p.spec.name)
@@ -134,6 +137,8 @@ class Runner:
         if self.resume_dir is not None and t.nnodes > 1:
             raise OcrbenchError("--resume continues runs on one machine; a multi-machine run starts afresh")
         python, version = envs.resolve_python(spec, self.python_override)
+        # an unusable tracking store fails before anything is prepared or trained
+        mlrun = self.mlflow.open(self.p.recipe.name) if self.mlflow and t.node_rank == 0 else None
         dataset = datasets.prepare(self.p.resolved["data"], self.p.base_dir, log=self.console.print)
         self.ctc = self.p.check_ctc(dataset.root)
         if self.ctc.skipped or self.ctc.eval_infeasible:
@@ -159,14 +164,35 @@ class Runner:
         if t.node_rank > 0:
             return self._follow_node(launch, run_dir)
         scorer = self.make_scorer(run_dir, dataset)  # scores each eval file once: live display, then metrics
+        live = self._start_tracking(mlrun, run_dir, dataset, version, scorer) if mlrun else None
         failure = None
         try:
-            returncode = processes.follow(launch, run_dir, self.console, scorer)
+            returncode = processes.follow(launch, run_dir, self.console, scorer, on_event=live)
             failure = silent_failure(returncode, run_dir)
         except KeyboardInterrupt:
             failure = {"type": "Interrupted", "message": "interrupted by the user", "stage": "worker"}
         metrics = self._metrics(run_dir, dataset, scorer, hw, created, failure, launch.job)
+        if mlrun is not None:
+            self._finish_tracking(mlrun, run_dir, metrics)
         return run_dir / "metrics.json", metrics
+
+    def _start_tracking(self, mlrun: tracking.MlflowRun, run_dir: Path, dataset: datasets.PreparedDataset,
+                        version: str, scorer: EvalScorer) -> tracking.LiveTracking:
+        """Open the run's MLflow run (tags, the resolved recipe as params) and follow its events."""
+        tags = tracking.run_tags(run_dir, backend=self.p.spec.name, framework=self.p.spec.framework,
+                                 version=version, fingerprint=dataset.fingerprint,
+                                 world_size=self.topology.world_size)
+        mlrun.start(tags, tracking.flatten(self.p.resolved))
+        self.console.print(f"mlflow: run {mlrun.run_id} in {mlrun.uri}")
+        return tracking.LiveTracking(mlrun, scorer, warn=self.console.print)
+
+    def _finish_tracking(self, mlrun: tracking.MlflowRun, run_dir: Path, metrics: dict) -> None:
+        """Final metrics and artifacts; a store that fails here costs the MLflow copy, not the run."""
+        try:
+            mlrun.finish(run_dir, metrics, tracking.curves_png(run_dir / "metrics.json", metrics))
+        except Exception as exc:
+            self.console.print(f"[yellow]MLflow: the run's end was not logged ({type(exc).__name__}: "
+                               f"{exc}); `ocrbench log mlflow {run_dir}` logs it again[/yellow]")
 
     def _write_run_files(self, run_dir: Path, dataset: datasets.PreparedDataset, launch: distributed.Launch,
                          python: Path, version: str, init: Path | None) -> dict:
