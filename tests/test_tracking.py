@@ -62,19 +62,20 @@ def test_run_logs_live_to_mlflow(tmp_path):
     out = tmp_path / "runs"
     result = run_cli("run", ROOT / "backends" / "pytorch" / "smoke.yml", "--out", out, "--set", PLUMBING,
                      "--set", "train.epochs=2", "--set", "export.formats=[onnx]", "--mlflow-uri", uri,
-                     "--mlflow-experiment", "live-test")
+                     "--mlflow-experiment", "live-test", cwd=tmp_path)   # MLflow puts artifacts in ./mlruns
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = out.iterdir()
     client, run = only_run(uri, "live-test")
     check_logged(client, run, run_dir)
     assert "mlflow: run " in result.stdout
+    assert list((tmp_path / "mlruns").rglob("metrics.json"))   # the artifacts beside the store, not in ROOT
 
 
 @pytest.mark.e2e
 def test_log_mlflow_uploads_a_finished_run(pytorch_smoke_run, tmp_path):
     run_dir, _ = pytorch_smoke_run
     uri = store(tmp_path)
-    result = run_cli("log", "mlflow", run_dir, "--uri", uri)
+    result = run_cli("log", "mlflow", run_dir, "--uri", uri, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     recipe_name = json.loads((run_dir / "metrics.json").read_text())["recipe"]["name"]
     client, run = only_run(uri, recipe_name)   # the experiment is the recipe's name
