@@ -10,10 +10,24 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+from ocrbench.completion import complete_backends, complete_recipes, complete_run_dirs
+
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="One YAML recipe in, native CRNN/CTC jobs in five frameworks out, one metrics JSON.")
 env_app = typer.Typer(no_args_is_help=True, help="Per-backend virtual environments.")
 app.add_typer(env_app, name="env")
+log_app = typer.Typer(no_args_is_help=True, help="Send finished runs to an experiment tracker.")
+app.add_typer(log_app, name="log")
+
+def examples(*commands: str) -> str:
+    """A command's --help epilog: its usage examples, one per line."""
+    return "Examples:\n\n" + "\n\n".join(f"  {command}" for command in commands)
+
+
+def finished_run_argument():
+    """The RUN_DIR argument of the commands that use a finished run (completes run directories)."""
+    return typer.Argument(..., help="A finished run directory.", autocompletion=complete_run_dirs)
+
 
 SET_HELP = "Override a recipe key, e.g. --set train.epochs=3 (repeatable; the value is parsed as YAML)."
 
@@ -48,11 +62,12 @@ def friendly(func):
     return wrapper
 
 
-@app.command()
+@app.command(epilog=examples("ocrbench validate recipes/captcha.yml",
+                             "ocrbench validate recipes/captcha.yml --backend mxnet --set train.epochs=1"))
 @friendly
-def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file.", autocompletion=complete_recipes),
              set_: List[str] = typer.Option([], "--set", help=SET_HELP),
-             backend: Optional[str] = typer.Option(None, "--backend",
+             backend: Optional[str] = typer.Option(None, "--backend", autocompletion=complete_backends,
                                                    help="Run the recipe on this backend.")):
     """Check a recipe (keys, types, ranges, backend, architecture) and print it with defaults filled in."""
     import yaml
@@ -66,9 +81,10 @@ def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     _console(stderr=True).print(f"{path}: valid ({p.spec.name}, arch {p.recipe.model.arch})")
 
 
-@app.command()
+@app.command(epilog=examples("ocrbench prepare recipes/captcha_pytorch.yml",
+                             "ocrbench prepare recipes/captcha_pytorch.yml --verify"))
 @friendly
-def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file.", autocompletion=complete_recipes),
             set_: List[str] = typer.Option([], "--set", help=SET_HELP),
             rebuild: bool = typer.Option(False, "--rebuild", help="Delete the prepared dataset (and its "
                                          "backends' native copies) and build it again."),
@@ -105,12 +121,15 @@ def prepare(recipe: Path = typer.Argument(..., help="Recipe YAML file."),
 
 
 DIST_PANEL = "Several devices / machines (docs/distributed.md)"
+MLFLOW_PANEL = "MLflow tracking (docs/tracking.md)"
 
 
-@app.command()
+@app.command(epilog=examples("ocrbench run recipes/captcha_mxnet.yml --gpus 2",
+                             "ocrbench run recipes/captcha.yml --backend all --mlflow"))
 @friendly
-def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (omit with --resume)."),
-        backend: Optional[str] = typer.Option(None, "--backend",
+def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (omit with --resume).",
+                                                    autocompletion=complete_recipes),
+        backend: Optional[str] = typer.Option(None, "--backend", autocompletion=complete_backends,
                                               help="Run the recipe on this backend; 'a,b' or 'all' (every "
                                                    "installed backend) runs it on each in turn and "
                                                    "compares."),
@@ -147,21 +166,34 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
         out: Path = typer.Option(Path("runs"), "--out", help="Directory for run directories."),
         python: Optional[str] = typer.Option(None, "--python",
                                              help="Use this interpreter for the backend instead of its env."),
-        resume: Optional[Path] = typer.Option(None, "--resume",
+        resume: Optional[Path] = typer.Option(None, "--resume", autocompletion=complete_run_dirs,
                                               help="Continue an interrupted run directory."),
-        init_from: Optional[Path] = typer.Option(None, "--init-from",
+        init_from: Optional[Path] = typer.Option(None, "--init-from", autocompletion=complete_run_dirs,
                                                  help="Start from neutral weights: a finished run directory "
                                                       "(its `ocrbench export RUN --format weights`) or a "
                                                       "model.safetensors file; sets model.init. With --set "
                                                       "train.epochs=0 the model is only evaluated and "
-                                                      "exported (serve another framework's model).")):
+                                                      "exported (serve another framework's model)."),
+        mlflow: bool = typer.Option(False, "--mlflow", rich_help_panel=MLFLOW_PANEL,
+                                    help="Log the run to MLflow as it trains (needs ocrbench[mlflow])."),
+        mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", rich_help_panel=MLFLOW_PANEL,
+                                                 help="Tracking URI (implies --mlflow; default "
+                                                      "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+                                                      "here, which `mlflow ui` opens)."),
+        mlflow_experiment: Optional[str] = typer.Option(None, "--mlflow-experiment",
+                                                        rich_help_panel=MLFLOW_PANEL,
+                                                        help="Experiment name (default: the recipe's "
+                                                             "name).")):
     """Run a recipe end to end: prepare data, train, evaluate, export, write metrics.json."""
     from ocrbench import distributed
     from ocrbench.errors import OcrbenchError
     from ocrbench.recipe import load_recipe
     from ocrbench.plan import plan
     from ocrbench.runner import Runner, load_run
+    from ocrbench.tracking import Tracking
 
+    tracking = (Tracking(mlflow_uri, mlflow_experiment) if mlflow or mlflow_uri or mlflow_experiment
+                else None)
     if launcher not in ("native", "slurm"):
         raise OcrbenchError(f"--launcher {launcher!r}: use native or slurm")
     if submit and launcher != "slurm":
@@ -199,7 +231,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
                                     address, master_port, hosts)
 
     if many:
-        _run_many(recipe, backend, set_, where, out)
+        _run_many(recipe, backend, set_, where, out, tracking)
         return
     p = plan(loaded, recipe_path)
     t = where(p.recipe.runtime.gpus)
@@ -218,7 +250,8 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
         if submit:
             console.print(slurm.submit(script))
         return
-    runner = Runner(p, out, t, python, sys.argv, console, resume_dir=resume.resolve() if resume else None)
+    runner = Runner(p, out, t, python, sys.argv, console, resume_dir=resume.resolve() if resume else None,
+                    mlflow=tracking)
     metrics_path, metrics = runner.run()
     if metrics is None:   # a node other than 0: its ranks trained, node 0 wrote the results
         return
@@ -227,7 +260,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML file (om
         raise typer.Exit(1)
 
 
-def _run_many(recipe: Path, choice: str, set_: list[str], where, out: Path) -> None:
+def _run_many(recipe: Path, choice: str, set_: list[str], where, out: Path, tracking) -> None:
     """The recipe on each chosen backend in turn, then the comparison of what ran."""
     from ocrbench import compare, multirun, report
     from ocrbench.errors import OcrbenchError
@@ -241,7 +274,7 @@ def _run_many(recipe: Path, choice: str, set_: list[str], where, out: Path) -> N
         raise OcrbenchError("no backend environment is installed",
                             hint="ocrbench env install pytorch (or all)")
     outcomes = multirun.run_each(names, lambda name: load_recipe(recipe, set_, name), out, where,
-                                 sys.argv, console)
+                                 sys.argv, console, mlflow=tracking)
     runs = [compare.Run(o.metrics_path.resolve(), o.metrics) for o in outcomes if o.metrics is not None]
     not_started = [compare.not_started_row(o.backend, o.not_started) for o in outcomes if o.not_started]
     console.rule("[bold]comparison")
@@ -288,9 +321,10 @@ def _print_exports(console, m: dict) -> None:
             _print_parity(console, x["parity"])
 
 
-@app.command()
+@app.command(epilog=examples("ocrbench smoke",
+                             "ocrbench smoke --backend pytorch,mxnet --junit build/smoke.xml"))
 @friendly
-def smoke(backend: str = typer.Option("all", "--backend",
+def smoke(backend: str = typer.Option("all", "--backend", autocompletion=complete_backends,
                                       help="'all' or a comma-separated list of backends."),
           junit: Optional[Path] = typer.Option(None, "--junit",
                                                help="Also write the results as JUnit XML here."),
@@ -303,8 +337,7 @@ def smoke(backend: str = typer.Option("all", "--backend",
 
     A backend passes when its run completes, is scored, reaches its recipe's train.target_acc (the learning
     threshold; a recipe without one proves plumbing only) and every export it asks for is made and checked.
-    Exits 1 if any backend fails.
-    """
+    Exits 1 if any backend fails."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -335,10 +368,11 @@ def smoke(backend: str = typer.Option("all", "--backend",
         raise typer.Exit(1)
 
 
-@app.command("compare")
+@app.command("compare", epilog=examples("ocrbench compare runs/",
+                                        "ocrbench compare runs/ --plot compare.png --output report.html"))
 @friendly
-def compare_(paths: List[Path] = typer.Argument(..., help="Run directories, metrics.json files or folders "
-                                                          "of runs."),
+def compare_(paths: List[Path] = typer.Argument(..., autocompletion=complete_run_dirs,
+                                             help="Run directories, metrics.json files or folders of runs."),
              fmt: Optional[str] = typer.Option(None, "--format",
                                                help="table, markdown, csv, json or html (default: table, or "
                                                     "from --output's suffix)."),
@@ -384,16 +418,16 @@ def compare_(paths: List[Path] = typer.Argument(..., help="Run directories, metr
         console.print(f"plot: {plot}")
 
 
-@app.command()
+@app.command(epilog=examples("ocrbench export runs/captcha-pytorch-20261206-1015",
+                             "ocrbench export runs/captcha-pytorch-20261206-1015 --format onnx"))
 @friendly
-def export(run_dir: Path = typer.Argument(..., help="A finished run directory."),
+def export(run_dir: Path = finished_run_argument(),
            formats: List[str] = typer.Option([], "--format", help="Export only this format (repeatable; "
                                              "'native' = the backend's own); default: the recipe's.")):
     """Export a finished run again from its last checkpoint and check the exports.
 
     Each export is reloaded by its framework and compared; the ONNX export also runs in onnxruntime
-    without the framework on the eval split. metrics.json records it all (exit 1 if an export failed).
-    """
+    without the framework on the eval split. metrics.json records it all (exit 1 if an export failed)."""
     from ocrbench.reexport import export_run
 
     console = _console()
@@ -403,9 +437,11 @@ def export(run_dir: Path = typer.Argument(..., help="A finished run directory.")
         raise typer.Exit(1)
 
 
-@app.command("eval")
+@app.command("eval", epilog=examples("ocrbench eval runs/captcha-pytorch-20261206-1015",
+                                     "ocrbench eval runs/captcha-pytorch-20261206-1015 "
+                                     "--data recipes/captcha_dejavu.yml"))
 @friendly
-def eval_(run_dir: Path = typer.Argument(..., help="A finished run directory."),
+def eval_(run_dir: Path = finished_run_argument(),
           exported: str = typer.Option("onnx", "--exported", help="Without --data: which export to check "
                                                                    "on the run's eval split (onnx)."),
           data: Optional[Path] = typer.Option(None, "--data", help="Score the run on another dataset: a "
@@ -415,8 +451,7 @@ def eval_(run_dir: Path = typer.Argument(..., help="A finished run directory."),
           charset_filter: bool = typer.Option(False, "--charset-filter", help="With --data: drop label "
                                               "characters the model cannot output instead of refusing.")):
     """Without --data: check the run's ONNX export in onnxruntime on its eval split (exports[].parity).
-    With --data: score the run on another dataset, into evals/<fingerprint>.json (metrics.json untouched).
-    """
+    With --data: score the run on another dataset, into evals/<fingerprint>.json (metrics.json untouched)."""
     console = _console()
     if data is None:
         from ocrbench.export_parity import evaluate_run
@@ -435,9 +470,11 @@ def eval_(run_dir: Path = typer.Argument(..., help="A finished run directory."),
     console.print(f"record: {path}")
 
 
-@app.command()
+@app.command(epilog=examples("ocrbench predict runs/captcha-pytorch-20261206-1015 sample.png",
+                             "ocrbench predict runs/captcha-pytorch-20261206-1015 crops/ "
+                             "--format csv --output texts.csv"))
 @friendly
-def predict(run_dir: Path = typer.Argument(..., help="A finished run directory."),
+def predict(run_dir: Path = finished_run_argument(),
             images: List[Path] = typer.Argument(..., help="Image files, folders of images, or label files "
                                                           "(.txt/.tsv, path<TAB>text lines)."),
             engine: str = typer.Option("onnx", "--engine", help="onnx: the run's ONNX export in "
@@ -453,8 +490,7 @@ def predict(run_dir: Path = typer.Argument(..., help="A finished run directory."
             batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per onnxruntime call.")):
     """Read the text in images with a trained run: text and confidence per image.
 
-    Exit 1 when some input could not be read (the others still get their results).
-    """
+    Exit 1 when some input could not be read (the others still get their results)."""
     from ocrbench import atomic
     from ocrbench import predict as predicting
 
@@ -492,10 +528,11 @@ def _print_parity(console, parity: dict) -> None:
     console.print(line)
 
 
-@app.command()
+@app.command(epilog=examples("ocrbench equivalence", "ocrbench equivalence --backend pytorch,mindspore"))
 @friendly
-def equivalence(backend: str = typer.Option("all", "--backend", help="Backends to check, 'a,b' or 'all' "
-                                            "(every installed backend; at least two)."),
+def equivalence(backend: str = typer.Option("all", "--backend", autocompletion=complete_backends,
+                                            help="Backends to check, 'a,b' or 'all' "
+                                                 "(every installed backend; at least two)."),
                 out: Path = typer.Option(Path("build/equivalence"), "--out",
                                          help="Directory for the probe runs and equivalence.json.")):
     """Check that the backends' shared crnn computes the same function.
@@ -504,8 +541,7 @@ def equivalence(backend: str = typer.Option("all", "--backend", help="Backends t
     logits, the CTC loss, one SGD and one Adam step, and the BN statistics after it, compared pairwise
     (docs/equivalence.md). Exit 1 if a pair differs beyond a tolerance.
 
-    Example: ocrbench equivalence --backend pytorch,mxnet
-    """
+    Example: ocrbench equivalence --backend pytorch,mxnet"""
     from ocrbench import equivalence as eq
     from ocrbench import multirun
     from ocrbench.errors import OcrbenchError
@@ -527,7 +563,7 @@ def equivalence(backend: str = typer.Option("all", "--backend", help="Backends t
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog=examples("ocrbench backends"))
 @friendly
 def backends():
     """List the registered backends and whether their environments are installed."""
@@ -547,37 +583,92 @@ def backends():
     _console().print(table)
 
 
-@env_app.command("install")
+@env_app.command("install", epilog=examples("ocrbench env install pytorch",
+                                            "ocrbench env install all --cuda"))
 @friendly
-def env_install(name: str = typer.Argument(..., help="Backend name, or 'all'."),
-                force: bool = typer.Option(False, "--force", help="Rebuild even if up to date.")):
-    """Create (or update) a backend's virtual environment from its pinned requirements."""
+def env_install(name: str = typer.Argument(..., help="Backend name, or 'all'.",
+                                           autocompletion=complete_backends),
+                force: bool = typer.Option(False, "--force", help="Rebuild even if up to date."),
+                cuda: bool = typer.Option(False, "--cuda", help="Install the framework's CUDA build from the "
+                                          "package registries (the newest CUDA major defined; with 'all', "
+                                          "the backends that have none are named and left as they are)."),
+                cuda_major: Optional[int] = typer.Option(None, "--cuda-major", min=1,
+                                                         help="This CUDA major version (implies --cuda)."),
+                cpu: bool = typer.Option(False, "--cpu", help="Install the CPU build (the default for a new "
+                                         "env; an installed CUDA env is otherwise kept)."),
+                dry_run: bool = typer.Option(False, "--dry-run", help="Resolve the requirements and print "
+                                             "what would be installed; install nothing.")):
+    """Create (or update) a backend's virtual environment from its pinned requirements (CPU or CUDA)."""
     from ocrbench import envs
     from ocrbench.backend import get_backend, load_backends
+    from ocrbench.errors import OcrbenchError
 
+    if cpu and (cuda or cuda_major is not None):
+        raise OcrbenchError("--cpu and --cuda: give one")
     specs = list(load_backends().values()) if name == "all" else [get_backend(name)]
     console = _console(stderr=True)
     for spec in specs:
-        envs.install(spec, force=force, log=console.print)
+        try:
+            variant = envs.choose_variant(spec, cuda, cuda_major)
+        except OcrbenchError as exc:
+            if name != "all":
+                raise
+            console.print(f"{spec.name}: left as it is: {exc.message}", soft_wrap=True)
+            continue
+        if dry_run:
+            pins = envs.resolve(spec, variant)
+            console.print(f"{spec.name} ({variant}): resolves to {len(pins)} packages")
+            typer.echo("\n".join(f"{spec.name}\t{variant}\t{pin}" for pin in pins))
+            continue
+        envs.install(spec, force=force, log=console.print, variant=None if not (cpu or cuda or cuda_major)
+                     else variant)
 
 
-@env_app.command("list")
+@env_app.command("list", epilog=examples("ocrbench env list"))
 @friendly
 def env_list():
-    """Show each backend's environment: installed or not, interpreter, framework version."""
+    """Show each backend's environment: installed or not, CPU or CUDA, interpreter, framework version,
+    and which CUDA builds the package registries hold for it."""
     from rich.table import Table
 
     from ocrbench import envs
     from ocrbench.backend import load_backends
 
     table = Table(show_header=True)
-    for column in ("backend", "installed", "interpreter", "framework", "note"):
-        table.add_column(column)
+    for column in ("backend", "installed", "variant", "interpreter", "framework", "CUDA builds", "note"):
+        table.add_column(column, overflow="fold")
     for spec in load_backends().values():
         s = envs.status(spec)
-        table.add_row(spec.name, "yes" if s.installed else "no", str(s.python or "-"),
-                      f"{spec.distribution} {s.framework_version}" if s.framework_version else "-", s.detail)
+        cuda = (", ".join(envs.variants(spec)[1:]) or
+                f"none on the registries ({spec.cuda_unavailable or 'not defined'}); use --python")
+        table.add_row(spec.name, "yes" if s.installed else "no", s.variant or "-", str(s.python or "-"),
+                      f"{spec.distribution} {s.framework_version}" if s.framework_version else "-", cuda,
+                      s.detail)
     _console().print(table)
+
+
+@log_app.command("mlflow", epilog=examples("ocrbench log mlflow runs/captcha-pytorch-20261206-1015",
+                                           "ocrbench log mlflow runs/ --uri http://mlflow.example:5000 "
+                                           "--experiment captcha-sweep"))
+@friendly
+def log_mlflow(run_dirs: List[Path] = typer.Argument(..., autocompletion=complete_run_dirs,
+                                                    help="Finished run directories, or folders of "
+                                                    "them (e.g. the --out of a --backend all sweep)."),
+               uri: Optional[str] = typer.Option(None, "--uri", help="Tracking URI (default "
+                                                 "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)."),
+               experiment: Optional[str] = typer.Option(None, "--experiment",
+                                                        help="Experiment name (default: each run's recipe "
+                                                             "name).")):
+    """Upload finished runs to MLflow: one MLflow run per run directory, its curves, final metrics,
+    metrics.json, recipe, plot and exports."""
+    from ocrbench.compare import find_metrics_files
+    from ocrbench.tracking import log_finished, require_mlflow
+
+    require_mlflow()
+    console = _console()
+    for metrics_file in find_metrics_files(run_dirs):
+        run_id = log_finished(metrics_file.parent, uri, experiment)
+        console.print(f"mlflow: {metrics_file.parent} -> run {run_id}")
 
 
 def _terminate(signum, frame) -> None:
