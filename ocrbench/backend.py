@@ -41,6 +41,9 @@ class BackendSpec:
     python: str = "3.11"      # interpreter version for its environment
     other_distributions: tuple[str, ...] = ()   # also accepted in a --python interpreter (e.g. a GPU build)
     launcher: Launcher | None = None   # native distributed launch (backends/<name>/launch.py); None: 1 device
+    # why the package registries hold no CUDA build of the pinned framework for ``python`` (a backend
+    # with ``requirements-cuda<major>.txt`` files has one; without either, none is known)
+    cuda_unavailable: str = ""
 
     def __post_init__(self) -> None:
         """Refuse a launcher that is not a Launcher (such as the launcher name earlier versions took)."""
@@ -60,6 +63,17 @@ class BackendSpec:
         """Every architecture this backend accepts, with its parameter model."""
         shared = {name: SHARED_ARCHS[name] for name in self.shared_archs}
         return {**shared, **self.native_archs}
+
+    @property
+    def cuda_requirements(self) -> dict[int, Path]:
+        """CUDA major version -> ``requirements-cuda<major>.txt`` beside ``requirements``: the lines that
+        replace the ``distribution`` pin of requirements.txt in that CUDA variant (ocrbench.envs)."""
+        found = {}
+        for path in self.requirements.parent.glob("requirements-cuda*.txt"):
+            major = path.stem.removeprefix("requirements-cuda")
+            if major.isdigit():
+                found[int(major)] = path
+        return dict(sorted(found.items()))
 
     @property
     def smoke_recipe(self) -> Path:

@@ -37,4 +37,6 @@ BACKEND = BackendSpec(
     shared_archs=("crnn",),
     export_formats=("mindir", "onnx", "weights"),
     launcher=Msrun(),
+    cuda_unavailable="mindspore 2.10.0 on PyPI is the CPU/Ascend build and mindspore-gpu stops at 1.10.0 "
+                     "(wheels for Python 3.7-3.9 only)",
 )

@@ -39,5 +39,6 @@ BACKEND = BackendSpec(
     shared_archs=("crnn",),
     export_formats=("mxnet", "onnx", "weights"),
     online_data=True,
+    other_distributions=("mxnet-cu117",),   # the CUDA variant (requirements-cuda11.txt)
     launcher=MxnetKvstore(),
 )

@@ -62,4 +62,6 @@ BACKEND = BackendSpec(
     export_formats=("paddle", "onnx", "weights"),
     other_distributions=("paddlepaddle-gpu",),
     launcher=PaddleLaunch(),
+    cuda_unavailable="paddlepaddle-gpu on PyPI stops at 2.6.2; the pinned 3.3.1's GPU wheels are on Paddle's "
+                     "own index (paddlepaddle.org.cn), not on a package registry ocrbench installs from",
 )
