@@ -69,16 +69,17 @@ def _mb(nbytes: int | None) -> float | None:
     return None if nbytes is None else nbytes / 1e6
 
 
+# In reading order: what a comparison is for first (accuracy, speed, memory), sizes and export checks after.
 METRICS: tuple[Metric, ...] = (
-    Metric("params", "params", None, lambda m: m["model"]["params"], 0),
     Metric("seq_acc", "seq acc", HIGHER, lambda m: m["eval"]["seq_acc"], 4),
+    Metric("samples_per_s", "train samples/s", HIGHER, lambda m: m["train"]["samples_per_s"], 1),
+    Metric("time_to_target_s", "to target s", LOWER, lambda m: m["train"]["time_to_target_s"], 1),
+    Metric("train_s", "train s", LOWER, lambda m: m["train"]["wall_s"], 1),
+    Metric("peak_rss_mb", "peak RSS MiB", LOWER, lambda m: m["train"]["peak_rss_mb"], 0),
     Metric("char_acc", "char acc", HIGHER, lambda m: m["eval"]["char_acc"], 4),
     Metric("ned", "1-NED", HIGHER, lambda m: m["eval"]["ned"], 4),
-    Metric("train_s", "train s", LOWER, lambda m: m["train"]["wall_s"], 1),
-    Metric("time_to_target_s", "to target s", LOWER, lambda m: m["train"]["time_to_target_s"], 1),
-    Metric("samples_per_s", "train samples/s", HIGHER, lambda m: m["train"]["samples_per_s"], 1),
     Metric("images_per_s", "eval img/s", HIGHER, lambda m: m["eval"]["images_per_s"], 0),
-    Metric("peak_rss_mb", "peak RSS MiB", LOWER, lambda m: m["train"]["peak_rss_mb"], 0),
+    Metric("params", "params", None, lambda m: m["model"]["params"], 0),
     Metric("checkpoint_mb", "ckpt MB", LOWER, lambda m: _mb(m["model"]["checkpoint_bytes"]), 2),
     Metric("native_export_mb", "native export MB", LOWER, lambda m: _export_bytes(m, native=True), 2),
     Metric("onnx_mb", "ONNX MB", LOWER, lambda m: _export_bytes(m, native=False), 2),

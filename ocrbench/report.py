@@ -52,7 +52,8 @@ def metric_cell(comparison: Comparison, row: Row, metric: Metric) -> str:
 
 
 def text_columns(comparison: Comparison) -> list[str]:
-    columns = ["backend", "framework", "arch", "init"]
+    """The descriptive columns shown after the metrics (``backend`` leads the table instead)."""
+    columns = ["framework", "arch", "init"]
     if comparison.show_devices:
         columns.append("devices")
     if comparison.show_loss:
@@ -62,34 +63,71 @@ def text_columns(comparison: Comparison) -> list[str]:
     return columns
 
 
+LEADING = ("run", "backend")   # the columns every format shows first, then the metrics
+
+
+def short_values(values: list[str]) -> list[str]:
+    """The values of one differing recipe key, shortened to what differs: paths lose the leading and
+    trailing components they all share (``/data/a/fonts/x.ttf`` and ``/data/a/fonts/y.ttf`` -> ``…/x.ttf``
+    and ``…/y.ttf``); other values are cut to TEXT_COLUMN_MAX characters."""
+    if len(values) > 1 and all("/" in v for v in values):
+        parts = [v.split("/") for v in values]
+        lead = 0
+        while all(len(p) > lead + 1 for p in parts) and len({p[lead] for p in parts}) == 1:
+            lead += 1
+        trail = 0
+        while all(len(p) > lead + trail + 1 for p in parts) and len({p[-1 - trail] for p in parts}) == 1:
+            trail += 1
+        values = [("…/" if lead else "") + "/".join(p[lead:len(p) - trail] if trail else p[lead:])
+                  + ("/…" if trail else "") for p in parts]
+    return [v if len(v) <= TEXT_COLUMN_MAX else v[:TEXT_COLUMN_MAX - 1] + "…" for v in values]
+
+
 def grid(comparison: Comparison) -> Grid:
+    """Columns in reading order: run and backend, the metrics, the descriptive columns, one column per
+    recipe key that differs between the runs (short values), native format, status."""
     texts = text_columns(comparison)
-    differs = ["recipe differs"] if comparison.varying else []
-    headers = ["run", *texts, *differs,
-               *[f"{m.title} {arrow(m)}".strip() for m in comparison.metrics], "native format", "status"]
+    headers = [*LEADING, *[f"{m.title} {arrow(m)}".strip() for m in comparison.metrics], *texts,
+               *comparison.varying, "native format", "status"]
     best_rows = {m.key: comparison.best(m) for m in comparison.metrics}
+    differing = {key: short_values([row.params.get(key, "") for row in comparison.rows])
+                 for key in comparison.varying}
     cells, best = [], []
     for index, row in enumerate(comparison.rows):
-        params = "; ".join(f"{k}={v}" for k, v in row.params.items())
-        fixed = [row.label, *[row.text[c] for c in texts], *([params] if differs else [])]
         metric_cells = [metric_cell(comparison, row, m) for m in comparison.metrics]
-        cells.append([*fixed, *metric_cells, row.text["native format"], row.text["status"]])
-        best.append([False] * len(fixed) + [index in best_rows[m.key] for m in comparison.metrics]
-                    + [False, False])
+        after = [*[row.text[c] for c in texts], *[differing[k][index] for k in comparison.varying],
+                 row.text["native format"], row.text["status"]]
+        cells.append([row.label, row.text["backend"], *metric_cells, *after])
+        best.append([False] * len(LEADING) + [index in best_rows[m.key] for m in comparison.metrics]
+                    + [False] * len(after))
     return Grid(headers, cells, best)
 
 
-def preamble(comparison: Comparison) -> list[str]:
-    """The lines stated once above the table: like-for-like or not, common parameters, legend."""
-    lines = []
+def like_for_like_line(comparison: Comparison) -> str | None:
+    """One line: the NOT-LIKE-FOR-LIKE warning (its details in :func:`mismatch_lines`), or what makes
+    the runs like-for-like."""
     runs = [run for row in comparison.rows for run in row.runs]
     if comparison.mismatches:
-        lines.append("NOT LIKE-FOR-LIKE (compared with --force): " + "; ".join(comparison.mismatches))
-    elif runs:
-        m = runs[0].metrics
-        split = "" if comparison.eval_on else f", eval n = {m['eval']['n']}"
-        lines.append(f"{len(runs)} run(s), like-for-like: dataset {str(m['dataset']['fingerprint'])[:12]} "
-                     f"({m['dataset']['source']}{split}), same charset, eval protocol and input size")
+        return f"NOT LIKE-FOR-LIKE (compared with --force): {len(comparison.mismatches)} difference(s)"
+    if not runs:
+        return None
+    m = runs[0].metrics
+    split = "" if comparison.eval_on else f", eval n = {m['eval']['n']}"
+    return (f"{len(runs)} run(s), like-for-like: dataset {str(m['dataset']['fingerprint'])[:12]} "
+            f"({m['dataset']['source']}{split}), same charset, eval protocol and input size")
+
+
+def preamble(comparison: Comparison, details: bool = True) -> list[str]:
+    """The lines stated once above the table: like-for-like or not, notes, legend. With ``details``
+    (the text formats) the mismatches and the common recipe parameters are lines too; the HTML report
+    folds them instead."""
+    lines = []
+    headline = like_for_like_line(comparison)
+    if headline:
+        lines.append(headline)
+    if details:
+        lines += [f"  - {mismatch}" for mismatch in comparison.mismatches]
+    runs = [run for row in comparison.rows for run in row.runs]
     if comparison.eval_on:
         other = comparison.eval_on
         lines.append(f"accuracy and eval img/s scored on another dataset: {other['fingerprint'][:12]} "
@@ -113,7 +151,7 @@ def preamble(comparison: Comparison) -> list[str]:
                      + "; ".join(f"{', '.join(dict.fromkeys(names))}: {loss}"
                                  for loss, names in reductions.items())
                      + "), so their loss values and curves are not on one scale (the loss column)")
-    if comparison.common:
+    if comparison.common and details:
         lines.append("common recipe parameters: "
                      + "; ".join(f"{k}={v}" for k, v in comparison.common.items()))
     lines.append("↑ higher is better, ↓ lower is better; best per column in bold; ± = sample std over seeds"
@@ -128,7 +166,7 @@ def render_table(comparison: Comparison, console) -> None:
     from rich.table import Table
 
     for line in preamble(comparison):
-        style = "bold red" if line.startswith("NOT LIKE") else "dim"
+        style = "bold red" if line.startswith(("NOT LIKE", "  - ")) else "dim"
         console.print(f"[{style}]{escape(line)}[/{style}]", soft_wrap=True)
     g = grid(comparison)
     table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAVY)
@@ -209,32 +247,75 @@ def json_text(comparison: Comparison) -> str:
 
 
 HTML_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; white-space: nowrap; }
-th { background: #f2f2f2; }
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; margin: 0 0 0.5em; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table { border-collapse: separate; border-spacing: 0; font-size: 0.85em; }
+th, td { border-right: 1px solid #ddd; border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: right;
+         white-space: nowrap; background: #fff; }
+th { background: #f2f2f2; position: sticky; top: 0; }
+th.text, td.text { text-align: left; }
+th.lead, td.lead { position: sticky; left: 0; z-index: 1; text-align: left; }
+th.lead { z-index: 2; }
+td.lead { background: #fafafa; }
 td.best { font-weight: bold; background: #e6f4e6; }
-p.warn { color: #b00; font-weight: bold; }
-p.note { color: #555; }
+details { margin: 0.4em 0; }
+summary { cursor: pointer; }
+details.warn > summary, p.warn { color: #b00; font-weight: bold; }
+p.note { color: #555; margin: 0.3em 0; }
+dl.params { display: grid; grid-template-columns: max-content auto; gap: 0 1.5em; font-size: 0.85em; }
+dl.params dt { font-family: monospace; color: #555; }
+dl.params dd { margin: 0; font-family: monospace; }
 img { max-width: 100%; margin-top: 1.5em; }
 """
 
 
-def html_text(comparison: Comparison, plot_png: bytes | None) -> str:
-    """One self-contained file: the table, the stated-once lines, and the plot embedded as base64 PNG."""
+def _html_cell(tag: str, text: str, classes: list[str]) -> str:
+    css = f" class='{' '.join(classes)}'" if classes else ""
+    return f"<{tag}{css}>{html.escape(text)}</{tag}>"
+
+
+def _html_table(comparison: Comparison) -> list[str]:
+    """The table in a horizontal scroll box; the run column stays in view (sticky) while it scrolls."""
     g = grid(comparison)
-    parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>ocrbench compare</title>",
-             f"<style>{HTML_STYLE}</style></head><body>", "<h1>ocrbench compare</h1>"]
-    for line in preamble(comparison):
-        css = "warn" if line.startswith("NOT LIKE") else "note"
-        parts.append(f"<p class='{css}'>{html.escape(line)}</p>")
-    parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in g.headers)
-                 + "</tr></thead><tbody>")
+    metric_columns = range(len(LEADING), len(LEADING) + len(comparison.metrics))
+
+    def classes(i: int, best: bool = False) -> list[str]:
+        return ((["lead"] if i == 0 else []) + (["text"] if i not in metric_columns else [])
+                + (["best"] if best else []))
+
+    parts = ["<div class='scroll'><table><thead><tr>"
+             + "".join(_html_cell("th", h, classes(i)) for i, h in enumerate(g.headers))
+             + "</tr></thead><tbody>"]
     for cells, best in zip(g.cells, g.best):
-        parts.append("<tr>" + "".join(f"<td class='best'>{html.escape(c)}</td>" if b
-                                      else f"<td>{html.escape(c)}</td>"
-                                      for c, b in zip(cells, best)) + "</tr>")
-    parts.append("</tbody></table>")
+        parts.append("<tr>" + "".join(_html_cell("td", c, classes(i, b))
+                                      for i, (c, b) in enumerate(zip(cells, best))) + "</tr>")
+    parts.append("</tbody></table></div>")
+    return parts
+
+
+def html_text(comparison: Comparison, plot_png: bytes | None) -> str:
+    """One self-contained page, read top to bottom: the like-for-like line (a NOT-LIKE-FOR-LIKE warning
+    with its differences folded), the table with the metrics right after run and backend, the notes,
+    the common recipe parameters as a folded key/value list, and the plot (base64 PNG) under the table."""
+    parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>ocrbench compare</title>",
+             "<meta name='viewport' content='width=device-width'>",
+             f"<style>{HTML_STYLE}</style></head><body>", "<h1>ocrbench compare</h1>"]
+    headline = like_for_like_line(comparison)
+    notes = preamble(comparison, details=False)[1 if headline else 0:]
+    if comparison.mismatches:
+        items = "".join(f"<li>{html.escape(m)}</li>" for m in comparison.mismatches)
+        parts.append(f"<details class='warn' id='mismatches'><summary>{html.escape(headline)}</summary>"
+                     f"<ul>{items}</ul></details>")
+    elif headline:
+        parts.append(f"<p class='note'>{html.escape(headline)}</p>")
+    parts += _html_table(comparison)
+    parts += [f"<p class='note'>{html.escape(line)}</p>" for line in notes]
+    if comparison.common:
+        parts.append(f"<details id='common'><summary>common recipe parameters ({len(comparison.common)})"
+                     "</summary><dl class='params'>"
+                     + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
+                               for k, v in comparison.common.items()) + "</dl></details>")
     if plot_png:
         encoded = base64.b64encode(plot_png).decode("ascii")
         parts.append(f"<img alt='eval accuracy against wall time and loss against step' "

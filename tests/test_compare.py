@@ -157,3 +157,90 @@ def test_smoke_fails_a_backend_that_does_not_learn(tmp_path):
     assert result.returncode == 1 and "FAIL" in result.stdout, result.stdout + result.stderr
     message = ET.parse(junit).getroot().find("testsuite/testcase/failure").get("message")
     assert message.startswith("did not learn: sequence accuracy") and "train.target_acc 0.9" in message
+
+
+def eight_runs_with_differing_data_paths(runs, out):
+    """Eight run directories from the fixture's real metrics.json files (round robin), each with its own
+    run id and a different data path, as eight runs on a user's eight datasets would differ."""
+    sources = sorted(runs.glob("*/metrics.json"))
+    for index in range(8):
+        metrics = json.loads(sources[index % len(sources)].read_text())
+        metrics["run_id"] = f"{metrics['run_id']}-{index}"
+        resolved = metrics["recipe"]["resolved"]
+        resolved["data"]["fonts"] = [f"/home/user/projects/ocr/datasets/site-{index}/fonts/DejaVuSans.ttf"]
+        resolved["data"]["seed"] = index
+        metrics["dataset"]["fingerprint"] = f"{index:x}" * 64   # eight datasets: not like-for-like
+        (out / metrics["run_id"]).mkdir(parents=True)
+        (out / metrics["run_id"] / "metrics.json").write_text(json.dumps(metrics))
+    return out
+
+
+def chromium() -> str:
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "headless Chromium is missing: `make browser` installs it (make test does)"
+    return found
+
+
+LAYOUT_PROBE = """<script>
+window.addEventListener('load', () => {
+  const cells = [...document.querySelectorAll('thead th')].map(th => {
+    const r = th.getBoundingClientRect();
+    return {text: th.textContent, left: r.left, right: r.right};
+  });
+  const out = document.createElement('pre');
+  out.id = 'layout';
+  out.textContent = JSON.stringify({cells, viewport: window.innerWidth,
+                                    page: document.documentElement.scrollWidth});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_html_report_layout_in_a_real_browser(runs, tmp_path):
+    """At 1400 px the run, backend, seq acc and samples/s columns are in view without scrolling; the
+    differing recipe keys are columns of short values; the warning is one line with its details folded;
+    the common parameters are a folded key/value list; the terminal table has the same column order."""
+    import re
+    import subprocess
+
+    many = eight_runs_with_differing_data_paths(runs, tmp_path / "eight")
+    report = tmp_path / "report.html"
+    result = run_cli("compare", many, "--force", "--output", report)
+    assert result.returncode == 0, result.stderr
+    page = report.read_text()
+    assert re.search(r"<details class='warn' id='mismatches'><summary>NOT LIKE-FOR-LIKE[^<]*</summary>", page)
+    assert "<details id='common'>" in page and "<dt>train.epochs</dt>" in page
+    assert "…/site-3/…" in page and "/home/user/projects" not in page.split("<details id='common'>")[0]
+
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", LAYOUT_PROBE + "</body>"))
+    browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--window-size=1400,1000", "--virtual-time-budget=3000"]
+    dom = subprocess.run([*browser, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r"<pre id=\"layout\">(.*?)</pre>", dom.stdout, re.S)
+    assert found, dom.stdout[-2000:]
+    import html as html_lib
+
+    layout = json.loads(html_lib.unescape(found.group(1)))
+    assert layout["viewport"] == 1400 and layout["page"] <= 1400   # the page itself never scrolls sideways
+    cells = {cell["text"]: cell for cell in layout["cells"]}
+    for header in ("run", "backend", "seq acc ↑", "train samples/s ↑"):
+        assert 0 <= cells[header]["left"] and cells[header]["right"] <= 1400, (header, cells[header])
+    order = [cell["text"] for cell in layout["cells"]]
+    assert order[:4] == ["run", "backend", "seq acc ↑", "train samples/s ↑"]
+    assert "data.fonts" in order and "data.seed" in order and "recipe differs" not in order
+
+    shot = tmp_path / "report.png"
+    subprocess.run([*browser, f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120,
+                   check=True)
+    width, _ = struct.unpack(">II", shot.read_bytes()[16:24])
+    assert width == 1400
+
+    table = run_cli("compare", many, "--force", env={"COLUMNS": "400"}).stdout
+    header = next(line for line in table.splitlines() if line.strip().startswith("run"))
+    assert header.split()[:5] == ["run", "backend", "seq", "acc", "↑"]
+    assert header.index("train samples/s") < header.index("framework") < header.index("data.fonts")
