@@ -20,22 +20,21 @@ from pathlib import Path
 
 from common import backend_parser, metrics, run_recipe, write_table
 
-from ocrbench.results import latest_attempt, read_events
+from ocrbench import results
+from ocrbench.results import read_events
 
 HERE = Path(__file__).resolve().parent
 RECIPES = {"captcha_11": HERE / "vocab" / "captcha_11.yml", "zh_1001": HERE / "vocab" / "zh_1001.yml"}
 
 
 def steady_samples_per_s(events_file: Path, batch: int) -> float:
-    """Images per second between the first step event past 25 % of the run's steps and the last one."""
-    steps = [e for e in latest_attempt(read_events(events_file)) if e["event"] == "step"]
-    if len(steps) < 2:
-        raise SystemExit(f"{events_file}: fewer than two step events; cannot measure throughput")
-    first = next(e for e in steps if e["step"] >= steps[-1]["step"] / 4)
-    last = steps[-1]
-    if last["time"] <= first["time"]:
-        raise SystemExit(f"{events_file}: step events span no time; cannot measure throughput")
-    return (last["step"] - first["step"]) * batch / (last["time"] - first["time"])
+    """Images per second after warm-up (``ocrbench.results.steady_samples_per_s``), or exit naming
+    the file."""
+    rate = results.steady_samples_per_s(read_events(events_file), batch)
+    if rate is None:
+        raise SystemExit(f"{events_file}: fewer than two step events spanning time; cannot measure "
+                         "throughput")
+    return rate
 
 
 def main() -> None:

@@ -563,6 +563,58 @@ def equivalence(backend: str = typer.Option("all", "--backend", autocompletion=c
         raise typer.Exit(1)
 
 
+@app.command(epilog=examples("ocrbench bench", "ocrbench bench recipes/captcha.yml --backend paddleocr "
+                                                "--mode paddleocr=to_static --json bench.json"))
+@friendly
+def bench(recipe: Path = typer.Argument(Path("recipes/captcha.yml"), autocompletion=complete_recipes,
+                                        help="A recipe of the shared crnn (default: recipes/captcha.yml)."),
+          backend: str = typer.Option("all", "--backend", autocompletion=complete_backends,
+                                      help="'all' (every installed backend) or a comma-separated list."),
+          steps: int = typer.Option(30, "--steps", min=1, help="Timed steps per round of each minimal loop."),
+          rounds: int = typer.Option(5, "--rounds", min=1, help="Rounds of timed steps (the median counts)."),
+          warmup: int = typer.Option(5, "--warmup", min=0, help="Untimed steps before them."),
+          epochs: int = typer.Option(2, "--epochs", min=1, help="Epochs of each ocrbench run (the ratio uses "
+                                                                "the last one's steady rate)."),
+          threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                                help="Framework threads (default: the cores available)."),
+          mode: List[str] = typer.Option([], "--mode", help="BACKEND=MODE: a minimal loop's fast path, e.g. "
+                                         "paddleocr=to_static, pytorch=compile, tensorflow=xla."),
+          out: Path = typer.Option(Path("runs/bench"), "--out", help="Directory for the ocrbench runs."),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
+          set_: List[str] = typer.Option([], "--set", help=SET_HELP + " Applies to the ocrbench runs.")):
+    """Is each backend as fast as its framework allows? Runs each backend's minimal training loop
+    (benchmarks/minimal) and a short ocrbench run of the same configuration back to back, and prints the
+    rates, their ratio and where the run's time went (docs/benchmarks.md). Measure on an otherwise idle
+    machine."""
+    from ocrbench import bench as benchmark
+    from ocrbench import multirun
+
+    console = _console()
+    modes = dict(_key_value(m, "--mode") for m in mode)
+    settings = benchmark.BenchSettings(steps=steps, warmup=warmup, rounds=rounds, epochs=epochs,
+                                       threads=threads, modes=modes, overrides=list(set_))
+    names, _ = multirun.select_backends(backend, installed_only=backend == "all")
+    rows = [benchmark.bench_backend(name, recipe, settings, out, sys.argv, console) for name in names]
+    console.print(benchmark.table(rows))
+    for line in benchmark.notes(rows):
+        console.print(line, soft_wrap=True)
+    if json_out is not None:
+        benchmark.write_json(json_out, benchmark.document(rows, str(recipe), settings))
+        console.print(f"JSON: {json_out}")
+    if any(row.error for row in rows):
+        raise typer.Exit(1)
+
+
+def _key_value(text: str, option: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of a repeatable option, or a clear error naming the option."""
+    from ocrbench.errors import OcrbenchError
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise OcrbenchError(f"{option} {text!r}: write it as KEY=VALUE, e.g. paddleocr=to_static")
+    return key.strip(), value.strip()
+
+
 @app.command(epilog=examples("ocrbench backends"))
 @friendly
 def backends():

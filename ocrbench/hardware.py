@@ -44,6 +44,15 @@ def gpus() -> list[dict]:
     return found
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none):
+    the default number of framework threads (``train.threads``)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:   # not Linux
+        return os.cpu_count() or 1
+
+
 def describe() -> dict:
     """The ``hardware`` block of metrics.json."""
     return {

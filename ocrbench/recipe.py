@@ -345,6 +345,9 @@ class TrainSection(Section):
     lr_schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     seed: int = Field(0, ge=0)
     target_acc: float | None = Field(None, gt=0, le=1, description="sequence accuracy for time-to-target")
+    stop_at_target: bool = Field(False, description="end training at the first evaluation whose sequence "
+                                 "accuracy reaches target_acc (then checkpoint, final predictions and "
+                                 "exports as after the last epoch); one worker process only")
     grad_clip: float | None = Field(None, gt=0, description="global gradient-norm clip")
     drop_last: bool = Field(True, description="leave out each epoch's partial last batch (every backend "
                             "alike); a split smaller than one batch still trains on its one partial batch")
@@ -367,6 +370,12 @@ class TrainSection(Section):
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
         "none", description="learning rate x world size (linear, as MindSpore WarpCTC's device_num), x its "
         "square root (sqrt), or unchanged (none); applies when training on several devices")
+
+    @model_validator(mode="after")
+    def _stop_needs_a_target(self) -> "TrainSection":
+        if self.stop_at_target and self.target_acc is None:
+            raise ValueError("train.stop_at_target needs train.target_acc (the sequence accuracy to stop at)")
+        return self
 
 
 # ------------------------------------------------------------------------------------------------ eval

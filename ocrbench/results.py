@@ -106,6 +106,69 @@ def build_loss_curve(events: list[dict]) -> list[dict]:
     return points[::stride] if stride > 1 else points
 
 
+def steady_samples_per_s(events: list[dict], batch: int, processes: int = 1) -> float | None:
+    """Training images per second after warm-up, from the ``step`` events (``train.log_every``) of the
+    latest attempt: within its last epoch that logged two or more steps, from the first step event past a
+    quarter of that epoch's logged steps to the last one — so a framework's graph compilation, first-step
+    allocations and first-epoch image decoding (with ``data.cache: memory``) are left out. ``batch`` is
+    the per-process batch; None when there are too few step events or they span no time."""
+    steps = [e for e in latest_attempt(events) if e["event"] == "step"]
+    if not steps:
+        return None
+    last_epoch = [e for e in steps if e.get("epoch") == steps[-1].get("epoch")]
+    logged = last_epoch if len(last_epoch) >= 2 else steps
+    if len(logged) < 2:
+        return None
+    quarter = (logged[-1]["step"] - logged[0]["step"]) / 4
+    first = next(e for e in logged if e["step"] - logged[0]["step"] >= quarter)
+    last = logged[-1]
+    if last["time"] <= first["time"] or last["step"] <= first["step"]:
+        return None
+    return (last["step"] - first["step"]) * batch * processes / (last["time"] - first["time"])
+
+
+TIMER_KEYS = ("data_s", "step_s", "other_s", "cpu_s")
+
+
+def timing_record(events: list[dict], core: dict | None) -> dict | None:
+    """Where this attempt's time went (seconds), for ``ocrbench bench`` and the README's overhead figures:
+    ``core_s`` (the core's ``run`` from start to metrics.json), ``worker_s`` (the worker processes' wall
+    time), ``overhead_s`` (their difference: the core's own share), ``startup_s`` (worker start to its
+    ``start`` event: imports and device setup), ``prepare_s`` (native data), ``build_s`` (model and
+    pipeline), ``train_s`` and, inside it, the epochs' ``data_s``/``step_s``/``other_s``
+    (``EpochContext.timers``), ``eval_s``, ``checkpoint_s``, ``export_s`` (final predictions and exports);
+    ``cpu_s`` (the training process's CPU time while training), ``threads`` (what the worker set) and
+    ``cpu_utilisation`` (``cpu_s / train_s``: cores kept busy on average). None without a ``core`` record
+    (files written before ocrbench timed runs); absent values are null."""
+    if core is None:
+        return None
+    attempt = latest_attempt(events)
+    by_name = {e["event"]: e for e in attempt}   # the last of each kind
+    epochs = [e for e in attempt if e["event"] == "epoch_end"]
+    totals = {k: sum(e.get("timers", {}).get(k, 0.0) for e in epochs) if epochs else None for k in TIMER_KEYS}
+    train_s = sum(e["train_s"] for e in epochs) if epochs else None
+
+    def between(first: str, last: str) -> float | None:
+        if first in by_name and last in by_name:
+            return max(0.0, by_name[last]["time"] - by_name[first]["time"])
+        return None
+
+    def summed(name: str) -> float:
+        return sum(e.get("seconds", 0.0) for e in attempt if e["event"] == name)
+
+    start = by_name.get("start")
+    cpu = totals["cpu_s"]
+    return {"core_s": core["core_s"], "worker_s": core["worker_s"],
+            "overhead_s": max(0.0, core["core_s"] - core["worker_s"]),
+            "startup_s": max(0.0, start["time"] - core["worker_began"]) if start else None,
+            "prepare_s": by_name.get("prepared", {}).get("seconds"), "build_s": between("prepared", "model"),
+            "train_s": train_s, **{k: totals[k] for k in ("data_s", "step_s", "other_s")},
+            "eval_s": summed("eval"), "checkpoint_s": summed("checkpoint"),
+            "export_s": between("train_end", "done"), "cpu_s": cpu,
+            "threads": start.get("threads") if start else None,
+            "cpu_utilisation": cpu / train_s if cpu is not None and train_s else None}
+
+
 def time_to_target(curve: list[dict], target: float | None) -> float | None:
     """Wall seconds from training start to the end of the first evaluation reaching ``target``."""
     if target is None:
@@ -155,7 +218,7 @@ def init_record(init, event: dict | None) -> dict:
 def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | None,
              spec_framework: str, command: list[str], hardware: dict, dataset: dict | None,
              events: list[dict], scorer: EvalScorer | None, failure: dict | None, created: str,
-             distributed: dict | None = None) -> dict[str, Any]:
+             distributed: dict | None = None, timing: dict | None = None) -> dict[str, Any]:
     """The metrics.json document of a run, complete or failed."""
     attempt = latest_attempt(events)  # outcome of this attempt; the curve spans every attempt (resume)
     start = _last(attempt, "start") or {}
@@ -241,4 +304,5 @@ def assemble(*, run_id: str, recipe: dict, recipe_hash: str, recipe_path: str | 
                   "checkpoint_bytes": checkpoint["bytes"] if checkpoint else None,
                   "init": init_record(recipe["model"].get("init", "framework"), _last(events, "init"))},
         "exports": exports,
+        "timing": timing_record(events, timing),
     }

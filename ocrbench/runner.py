@@ -133,6 +133,7 @@ class Runner:
 
     def run(self) -> tuple[Path | None, dict | None]:
         spec, t = self.p.spec, self.topology
+        began = time.perf_counter()
         check_topology(t, spec)
         if self.resume_dir is not None and t.nnodes > 1:
             raise OcrbenchError("--resume continues runs on one machine; a multi-machine run starts afresh")
@@ -152,6 +153,12 @@ class Runner:
         run_dir = self.resume_dir or new_run_dir(self.out, self.p.recipe.name, backend_dir)
         created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         launch = self.launch(python, run_dir)
+        if self.p.recipe.train.stop_at_target and launch.job["processes"] > 1:
+            if self.resume_dir is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise OcrbenchError(f"train.stop_at_target stops one worker process; this run has "
+                                f"{launch.job['processes']} (a data-parallel run's ranks would wait for each "
+                                "other)", hint="leave train.stop_at_target out, or train with one process")
         try:
             hw = self._write_run_files(run_dir, dataset, launch, python, version, init)
         except OcrbenchError:   # e.g. a full disk: a new run directory that cannot be set up is removed
@@ -166,12 +173,17 @@ class Runner:
         scorer = self.make_scorer(run_dir, dataset)  # scores each eval file once: live display, then metrics
         live = self._start_tracking(mlrun, run_dir, dataset, version, scorer) if mlrun else None
         failure = None
+        clock = {"worker_began": time.time()}
+        worker_began = time.perf_counter()
         try:
             returncode = processes.follow(launch, run_dir, self.console, scorer, on_event=live)
             failure = silent_failure(returncode, run_dir)
         except KeyboardInterrupt:
             failure = {"type": "Interrupted", "message": "interrupted by the user", "stage": "worker"}
-        metrics = self._metrics(run_dir, dataset, scorer, hw, created, failure, launch.job)
+        clock["worker_s"] = time.perf_counter() - worker_began
+        clock["core_began"] = began
+        clock["core_s"] = time.perf_counter() - began   # provisional: _metrics sets the final figure
+        metrics = self._metrics(run_dir, dataset, scorer, hw, created, failure, launch.job, clock)
         if mlrun is not None:
             self._finish_tracking(mlrun, run_dir, metrics)
         return run_dir / "metrics.json", metrics
@@ -240,7 +252,9 @@ class Runner:
         return EvalScorer(run_dir, dataset.labels("eval"), protocol, dataset.charset)
 
     def _metrics(self, run_dir: Path, dataset, scorer: EvalScorer, hw: dict, created: str,
-                 failure: dict | None, dist: dict) -> dict:
+                 failure: dict | None, dist: dict, clock: dict) -> dict:
+        """metrics.json; ``clock`` holds ``worker_began`` (unix time), ``worker_s`` and ``core_began``
+        (``time.perf_counter()`` when ``run`` began), from which the timing record's core figures come."""
         events = read_events(run_dir / "events.jsonl")
         context = dict(run_id=run_dir.name, recipe=self.p.resolved,
                        recipe_hash=self.p.recipe.content_hash(),
@@ -249,7 +263,7 @@ class Runner:
                        dataset={**dataset.manifest, "dir": str(dataset.root),
                                 "ctc": self.ctc.as_dict() if self.ctc else None},
                        events=events, created=created,
-                       distributed=dist)
+                       distributed=dist, timing=clock)
         try:
             metrics = assemble(**context, scorer=scorer, failure=failure)
         except OcrbenchError as exc:  # e.g. a predictions file that does not match the eval split
@@ -257,6 +271,9 @@ class Runner:
                                failure={"type": "ScoringError", "message": exc.message, "stage": "scoring"})
         export_parity.attach_parity(metrics, run_dir, dataset.root, Charset(dataset.charset),
                               Protocol(**self.p.resolved["eval"]["protocol"]))
+        if metrics["timing"] is not None:   # the core's share ends here, with metrics.json written
+            metrics["timing"]["core_s"] = time.perf_counter() - clock["core_began"]
+            metrics["timing"]["overhead_s"] = max(0.0, metrics["timing"]["core_s"] - clock["worker_s"])
         validate_metrics(metrics)
         atomic.write_json(run_dir / "metrics.json", metrics)
         return metrics
@@ -290,13 +307,17 @@ def worker_env(t: distributed.Topology, threads: int | None) -> dict[str, str]:
     return env
 
 
-def process_threads(recipe_threads: int | None, dist: dict) -> int | None:
-    """Threads per worker process: the recipe's ``train.threads`` if set; else, when several CPU worker
-    processes share a node, the cores divided among them; else None (all cores)."""
-    per_node = dist["processes"] // dist["nnodes"]
-    if recipe_threads or dist["device"] != "cpu" or per_node <= 1:
+def process_threads(recipe_threads: int | None, dist: dict) -> int:
+    """Framework threads per worker process: the recipe's ``train.threads`` if set; else the cores this
+    process may use (``hardware.available_cores``), divided among the worker processes on this machine
+    when several CPU workers share it. Always a number: the job spec and ``OMP_NUM_THREADS`` carry it."""
+    if recipe_threads:
         return recipe_threads
-    return max(1, (os.cpu_count() or 1) // per_node)
+    per_node = dist["processes"] // dist["nnodes"]
+    cores = hardware.available_cores()
+    if dist["device"] != "cpu" or per_node <= 1:
+        return cores
+    return max(1, cores // per_node)
 
 
 def describe_launch(dist: dict) -> str:

@@ -124,6 +124,7 @@ class MindSporeTrainer(Trainer):
             ms.set_device(target, job.local_rank)   # msrun: one process per GPU
         else:
             ms.set_device(target)
+        ms.device_context.cpu.op_tuning.threads_num(threads)   # CPU kernels; MindSpore's default is 25
         info = {"device": target, "threads": threads, "mode": "GRAPH_MODE"}
         self.shard = (1, 0)
         if job.processes > 1:   # started by msrun: join its cluster

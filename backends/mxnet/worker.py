@@ -159,8 +159,9 @@ class MxnetTrainer(Trainer):
         else:
             self.ctxs = [mx.cpu(i) for i in range(replicas)] if replicas > 1 else [mx.cpu()]
         self.ctx = self.ctxs[0]   # evaluation, checkpoints and exports
-        threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
-        info = {"device": ", ".join(str(c) for c in self.ctxs), "threads": int(threads)}
+        # MXNet sizes its OpenMP pool from OMP_NUM_THREADS at import; the core sets it to train.threads
+        threads = int(os.environ.get("OMP_NUM_THREADS") or self.threads())
+        info = {"device": ", ".join(str(c) for c in self.ctxs), "threads": threads}
         self.kvstore, self.shard = None, (1, 0)
         kind = job.distributed.kvstore
         if kind and "dist" in kind:   # ps-lite numbers the workers: this one reads data shard kv.rank

@@ -19,7 +19,6 @@ the epoch, reshuffled per epoch); rank 0 alone evaluates the plain model and wri
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -124,7 +123,9 @@ class PaddleTrainer(Trainer):
             paddle.set_device(f"gpu:{job.local_rank}")
         else:
             paddle.set_device("cpu")
-        info = {"device": paddle.get_device(), "threads": job.train["threads"] or os.cpu_count()}
+        threads = self.threads()
+        paddle.base.core.set_num_threads(threads)   # the CPU math library's pool (Paddle's default: 1)
+        info = {"device": paddle.get_device(), "threads": threads}
         self.parallel = job.processes > 1
         if self.parallel:   # started by paddle.distributed.launch: join its process group
             paddle.distributed.init_parallel_env()

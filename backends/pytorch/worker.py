@@ -136,7 +136,8 @@ class TorchTrainer(Trainer):
     def setup(self) -> dict:
         job = self.job
         threads = self.threads()
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)        # intra-op (OpenMP/oneDNN)
+        torch.set_num_interop_threads(1)      # one graph at a time: nothing to run beside it
         self.require_gpus(lambda: torch.cuda.device_count() if torch.cuda.is_available() else 0,
                           hint=f"CUDA {torch.version.cuda}")
         if job.gpus >= 1:
@@ -146,7 +147,7 @@ class TorchTrainer(Trainer):
         else:
             self.device = torch.device("cpu")
             name = "cpu"
-        info = {"device": name, "threads": threads, "cuda": torch.version.cuda}
+        info = {"device": name, "threads": torch.get_num_threads(), "cuda": torch.version.cuda}
         if job.processes > 1:   # torchrun set RANK, WORLD_SIZE, MASTER_ADDR/PORT
             dist.init_process_group(backend=job.distributed.comm)
             info["distributed"] = {"comm": dist.get_backend(), "torch_world_size": dist.get_world_size()}

@@ -62,7 +62,7 @@ class TensorFlowTrainer(Trainer):
         job = self.job
         threads = self.threads()
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        tf.config.threading.set_inter_op_parallelism_threads(1)   # the step is one graph
         gpus = tf.config.list_physical_devices("GPU")
         self.require_gpus(lambda: len(gpus), hint="the registry's tensorflow-cpu has no CUDA: point the "
                           "backend at an interpreter with a CUDA build via --python")
@@ -70,7 +70,8 @@ class TensorFlowTrainer(Trainer):
         if job.gpus == 0 and gpus:
             tf.config.set_visible_devices([], "GPU")
         self.strategy = self._strategy(job)   # after the device and thread settings, before any op
-        info = {"device": self.device, "threads": threads, "keras": keras.__version__}
+        info = {"device": self.device, "threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                "keras": keras.__version__}
         if self.strategy is not None:
             info["device"] = ", ".join(self.strategy.extended.worker_devices)
             info["distributed"] = {"strategy": type(self.strategy).__name__,

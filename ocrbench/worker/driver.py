@@ -24,7 +24,9 @@ import numpy as np
 from ocrbench import atomic, recognition, weights
 from ocrbench.errors import DiskFullError, writing
 from ocrbench.job import Job, JobSpecError
-from ocrbench.predictions import write_predictions
+from ocrbench.labels import read_label_file
+from ocrbench.predictions import paired_with_labels, write_predictions
+from ocrbench.protocol import Protocol, sequence_accuracy
 from ocrbench.schedule import Schedule
 from ocrbench.worker.checkpoints import CheckpointError, CheckpointStore
 from ocrbench.worker.events import EpochContext, Events, PartialEpoch
@@ -120,14 +122,20 @@ def run_job(trainer: Trainer, events: Events) -> None:
         state.update(epoch=epoch, global_step=ctx.global_step, samples=state["samples"] + ctx.samples,
                      train_s=state["train_s"] + epoch_s)
         events.emit("epoch_end", epoch=epoch, step=ctx.global_step, loss=float(loss), lr=ctx.lr(),
-                    train_s=epoch_s, samples=ctx.samples, wall_s=time.perf_counter() - clock)
+                    train_s=epoch_s, samples=ctx.samples, wall_s=time.perf_counter() - clock,
+                    timers=ctx.timers())
         if rank != 0:
             continue   # rank 0 evaluates and checkpoints; the others go on to the next epoch's steps
+        reached = None
         if epoch % train["eval_every"] == 0 or epoch == train["epochs"]:
             last_eval_file = _evaluate(trainer, job, events, epoch, clock)
             trainer.on_evaluated(epoch, last_eval_file)   # e.g. to keep a best-accuracy checkpoint
+            reached = _target_reached(job, last_eval_file)
         state["wall_s"] = time.perf_counter() - clock
         _save(trainer, store, events, epoch, dict(state))
+        if reached is not None:   # train.stop_at_target: the epochs left are not trained
+            events.emit("target_reached", epoch=epoch, seq_acc=reached, target=train["target_acc"])
+            break
     digests = report_weights(trainer, rank)
     events.emit("train_end", epochs=state["epoch"], steps=state["global_step"], samples=state["samples"],
                 train_s=state["train_s"], wall_s=time.perf_counter() - clock, weights_sha256=digests)
@@ -145,10 +153,24 @@ def run_job(trainer: Trainer, events: Events) -> None:
     events.emit("done", peak_rss_mb=peak_rss_mb())
 
 
+def _target_reached(job: Job, predictions: Path) -> float | None:
+    """With ``train.stop_at_target``: the sequence accuracy of the evaluation in ``predictions`` when it
+    reaches ``train.target_acc``, else None. Scored by ``ocrbench.protocol`` (the rule of metrics.json's
+    ``seq_acc``, which the core computes again from the same file), not a second implementation."""
+    train = job.train
+    if not train.get("stop_at_target") or train.get("target_acc") is None:
+        return None
+    labels = {s.path: s.text for s in read_label_file(job.dataset_dir / job.dataset.eval)}
+    acc = sequence_accuracy(paired_with_labels(predictions, labels), Protocol(**job.eval["protocol"]),
+                            job.charset.chars)
+    return acc if acc >= train["target_acc"] else None
+
+
 def _save(trainer: Trainer, store: CheckpointStore, events: Events, epoch: int, state: dict) -> None:
     """A checkpoint after ``state["global_step"]`` (in epoch ``epoch``): the backend's files in a staging
     directory, committed with ``state`` (``ocrbench.worker.checkpoints``). On any failure the staging
     directory is removed, so the previous checkpoint stays the latest; a full disk is named."""
+    started = time.perf_counter()
     staging = store.stage(state["global_step"])
     try:
         with writing(f"the checkpoint after step {state['global_step']}", staging):
@@ -159,7 +181,8 @@ def _save(trainer: Trainer, store: CheckpointStore, events: Events, epoch: int, 
     files = [final / p.relative_to(staging) for p in saved]
     events.emit("checkpoint", epoch=epoch, step=state["global_step"],
                 files=[str(p.relative_to(trainer.job.run_dir)) for p in files],
-                bytes=sum(p.stat().st_size for p in files), partial=bool(state.get("partial")))
+                bytes=sum(p.stat().st_size for p in files), partial=bool(state.get("partial")),
+                seconds=time.perf_counter() - started)
 
 
 def _latest_checkpoint(store: CheckpointStore, events: Events, fall_back: bool = True):

@@ -78,6 +78,10 @@ class EpochContext:
         self._log_every = log_every
         self._on_step = on_step
         self._started = time.perf_counter()
+        self._cpu_started = time.process_time()
+        self._batch_ready: float | None = None
+        self.data_s = 0.0   # waiting for the next batch (loading, decoding, collating)
+        self.step_s = 0.0   # from a batch's arrival to its ctx.step: host->tensor, forward, backward, update
 
     def lr(self) -> float:
         """Learning rate for the step about to be taken (ocrbench.schedule, per global step)."""
@@ -85,14 +89,30 @@ class EpochContext:
 
     def batches(self, batches: Iterable[T]) -> Iterator[T]:
         """The epoch's batches (in its seeded order) without the first :attr:`skip` — those a resumed run
-        took before its mid-epoch checkpoint. Every backend iterates its training batches through this."""
-        return itertools.islice(batches, self.skip, None)
+        took before its mid-epoch checkpoint. Every backend iterates its training batches through this.
+        The time spent waiting for each batch is added to :attr:`data_s`."""
+        began = time.perf_counter()
+        iterator = itertools.islice(batches, self.skip, None)   # iter(): a pipeline may start here
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:   # finding the end may take time too (a pipeline draining)
+                self.data_s += time.perf_counter() - began
+                return
+            self._batch_ready = time.perf_counter()
+            self.data_s += self._batch_ready - began
+            yield batch
+            began = time.perf_counter()
 
     def step(self, samples: int, loss: float | Callable[[], float]) -> None:
         """Record one optimizer step over ``samples`` images (this process's; every worker process of a
         data-parallel run takes the same number of steps, so the run's samples are this times the
         processes). ``loss`` may be a callable, evaluated only when the step is logged or the epoch's mean
-        is taken (so a GPU backend does not synchronise every step)."""
+        is taken (so a GPU backend does not synchronise every step). The time since the batch arrived is
+        added to :attr:`step_s`."""
+        if self._batch_ready is not None:
+            self.step_s += time.perf_counter() - self._batch_ready
+            self._batch_ready = None
         check_parent()
         lr = self.lr()
         self.global_step += 1
@@ -129,6 +149,17 @@ class EpochContext:
     def train_s(self) -> float:
         """Seconds this epoch has trained (before a resume included)."""
         return self._carried.train_s + time.perf_counter() - self._started
+
+    def timers(self) -> dict[str, float]:
+        """Where this attempt's part of the epoch went (seconds): ``data_s`` waiting for batches, ``step_s``
+        in the steps (host->tensor conversion, forward, backward, update, per-step Python of the backend),
+        ``other_s`` the rest of the epoch's wall time (logging, mid-epoch checkpoints, the epoch's setup),
+        and ``cpu_s`` the CPU time of this process (all its threads) over the epoch: ``cpu_s / wall`` is the
+        number of cores it kept busy. A process's data-loader worker processes are not counted."""
+        wall = time.perf_counter() - self._started
+        return {"data_s": self.data_s, "step_s": self.step_s,
+                "other_s": max(0.0, wall - self.data_s - self.step_s),
+                "cpu_s": time.process_time() - self._cpu_started}
 
 
 _PARENT = os.getppid()
