@@ -136,8 +136,7 @@ class TorchTrainer(Trainer):
     def setup(self) -> dict:
         job = self.job
         threads = self.threads()
-        torch.set_num_threads(threads)        # intra-op (OpenMP/oneDNN)
-        torch.set_num_interop_threads(1)      # one graph at a time: nothing to run beside it
+        torch.set_num_threads(threads)        # intra-op (OpenMP/oneDNN); inter-op: PyTorch's default
         self.require_gpus(lambda: torch.cuda.device_count() if torch.cuda.is_available() else 0,
                           hint=f"CUDA {torch.version.cuda}")
         if job.gpus >= 1:

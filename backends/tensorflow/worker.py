@@ -62,7 +62,7 @@ class TensorFlowTrainer(Trainer):
         job = self.job
         threads = self.threads()
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)   # the step is one graph
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))   # + tf.data
         gpus = tf.config.list_physical_devices("GPU")
         self.require_gpus(lambda: len(gpus), hint="the registry's tensorflow-cpu has no CUDA: point the "
                           "backend at an interpreter with a CUDA build via --python")
