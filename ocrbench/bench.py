@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ocrbench import atomic, envs
+from ocrbench import envs
 from ocrbench.backend import get_backend
 from ocrbench.errors import OcrbenchError
 from ocrbench.hardware import available_cores
@@ -145,10 +145,6 @@ def document(rows: list[BackendBench], recipe: str, settings: BenchSettings) -> 
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "recipe": recipe,
             "settings": asdict(settings), "cores": available_cores(),
             "backends": [asdict(row) for row in rows]}
-
-
-def write_json(path: Path, doc: dict) -> None:
-    atomic.write_json(path, doc)
 
 
 def run_overrides(settings: BenchSettings) -> list[str]:

@@ -586,8 +586,8 @@ def bench(recipe: Path = typer.Argument(Path("recipes/captcha.yml"), autocomplet
     (benchmarks/minimal) and a short ocrbench run of the same configuration back to back, and prints the
     rates, their ratio and where the run's time went (docs/benchmarks.md). Measure on an otherwise idle
     machine."""
+    from ocrbench import atomic, multirun
     from ocrbench import bench as benchmark
-    from ocrbench import multirun
 
     console = _console()
     modes = dict(_key_value(m, "--mode") for m in mode)
@@ -599,7 +599,7 @@ def bench(recipe: Path = typer.Argument(Path("recipes/captcha.yml"), autocomplet
     for line in benchmark.notes(rows):
         console.print(line, soft_wrap=True)
     if json_out is not None:
-        benchmark.write_json(json_out, benchmark.document(rows, str(recipe), settings))
+        atomic.write_json(json_out, benchmark.document(rows, str(recipe), settings))
         console.print(f"JSON: {json_out}")
     if any(row.error for row in rows):
         raise typer.Exit(1)

@@ -321,16 +321,12 @@ class Trainer(abc.ABC):
         return self.job.dataset.max_label_len
 
     def threads(self) -> int:
-        """CPU threads for the framework's intra-op pool in this process: ``train.threads`` (the core
-        resolves it: the recipe's, else the cores this process may use divided among the worker processes
-        on the machine), else the cores in this process's affinity mask. Every backend sets its framework's
-        pools from this in ``setup`` and reports the number it set in the ``start`` event (``threads``)."""
-        if self.job.train["threads"]:
-            return int(self.job.train["threads"])
-        try:
-            return len(os.sched_getaffinity(0)) or 1
-        except AttributeError:   # not Linux
-            return os.cpu_count() or 1
+        """CPU threads for the framework's intra-op pool in this process: ``train.threads``, which the core
+        always resolves (``runner.process_threads``: the recipe's, else the cores available divided among
+        the worker processes on the machine); every core for a job spec written before it did. Every
+        backend sets its framework's pools from this in ``setup`` and reports the number it set in the
+        ``start`` event (``threads``)."""
+        return int(self.job.train["threads"] or os.cpu_count() or 1)
 
     def sample_ids(self, split: str) -> list[str]:
         """The sample ids of ``split`` (``train`` or ``eval``) in label-file order."""
