@@ -80,7 +80,9 @@ class EventProgress:
             scores = f"seq_acc {s['seq_acc']:.4f}  char_acc {s['char_acc']:.4f}  1-NED {s['ned']:.4f}"
         except OcrbenchError as exc:
             scores = f"[red]cannot score: {escape(exc.message)}[/red]"
-        self.console.print(f"epoch {e['epoch']}/{self.epochs}: {scores}  "
+        where = f"step {e['step']} (epoch {e['epoch']}/{self.epochs})" if e.get("mid_epoch") \
+            else f"epoch {e['epoch']}/{self.epochs}"
+        self.console.print(f"{where}: {scores}  "
                            f"({e['n']} images, {e['images_per_s']:.0f} images/s, wall {e['wall_s']:.1f} s)")
 
     def _on_export(self, e: dict) -> None:

@@ -80,18 +80,34 @@ def latest_attempt(events: list[dict]) -> list[dict]:
 
 
 def build_curve(events: list[dict], scorer: EvalScorer | None) -> list[dict]:
-    """Per-epoch points (the latest attempt wins after a resume), with eval scores where evaluated."""
-    points: dict[int, dict] = {}
+    """The training curve, one point per epoch end and per evaluation inside an epoch
+    (``train.eval_every_steps``), in step order (the latest attempt wins after a resume), with eval
+    scores where evaluated. An epoch's point has that epoch's mean loss and training seconds; a point
+    inside an epoch has the epoch's mean loss and training seconds so far (an epoch that
+    ``stop_at_target`` ended at such an evaluation has one point for both)."""
+    points: dict[tuple[int, int], dict] = {}   # (epoch, step) -> point
+    ends: dict[int, tuple[int, int]] = {}      # epoch -> its end point's key
+
+    def figures(event: dict) -> dict:
+        return {k: event[k] for k in ("epoch", "step", "loss", "lr", "wall_s", "train_s")}
+
+    def score(point: dict, event: dict) -> None:
+        if scorer is not None:
+            scores = scorer(event["predictions"])
+            point.update(eval_seq_acc=scores["seq_acc"], eval_char_acc=scores["char_acc"],
+                         eval_ned=scores["ned"], eval_wall_s=event["wall_s"])
+
     for event in events:
         if event["event"] == "epoch_end":
-            points[event["epoch"]] = {"epoch": event["epoch"], "step": event["step"], "loss": event["loss"],
-                                      "lr": event["lr"], "wall_s": event["wall_s"],
-                                      "train_s": event["train_s"]}
-        elif event["event"] == "eval" and event["epoch"] in points and scorer is not None:
-            scores = scorer(event["predictions"])
-            points[event["epoch"]].update(eval_seq_acc=scores["seq_acc"], eval_char_acc=scores["char_acc"],
-                                          eval_ned=scores["ned"], eval_wall_s=event["wall_s"])
-    return [points[k] for k in sorted(points)]
+            key = ends[event["epoch"]] = (event["epoch"], event["step"])
+            points.setdefault(key, {}).update(figures(event))
+        elif event["event"] == "eval" and event.get("mid_epoch"):
+            key = (event["epoch"], event["step"])
+            points[key] = figures(event)
+            score(points[key], event)
+        elif event["event"] == "eval" and event["epoch"] in ends:
+            score(points[ends[event["epoch"]]], event)
+    return [points[k] for k in sorted(points, key=lambda k: (k[1], k[0]))]
 
 
 MAX_LOSS_POINTS = 500
@@ -109,7 +125,8 @@ def build_loss_curve(events: list[dict]) -> list[dict]:
 def steady_samples_per_s(events: list[dict], batch: int, processes: int = 1) -> float | None:
     """Training images per second after warm-up, from the ``step`` events (``train.log_every``) of the
     latest attempt: within its last epoch that logged two or more steps, from the first step event past a
-    quarter of that epoch's logged steps to the last one — so a framework's graph compilation, first-step
+    quarter of that epoch's logged steps to the last one, in the epoch's training seconds (evaluations
+    inside the epoch left out; wall time for events written before they carried ``train_s``) — so a framework's graph compilation, first-step
     allocations and first-epoch image decoding (with ``data.cache: memory``) are left out. ``batch`` is
     the per-process batch; None when there are too few step events or they span no time."""
     steps = [e for e in latest_attempt(events) if e["event"] == "step"]
@@ -122,9 +139,10 @@ def steady_samples_per_s(events: list[dict], batch: int, processes: int = 1) -> 
     quarter = (logged[-1]["step"] - logged[0]["step"]) / 4
     first = next(e for e in logged if e["step"] - logged[0]["step"] >= quarter)
     last = logged[-1]
-    if last["time"] <= first["time"] or last["step"] <= first["step"]:
+    clock = "train_s" if "train_s" in first and "train_s" in last else "time"   # train_s: evals left out
+    if last[clock] <= first[clock] or last["step"] <= first["step"]:
         return None
-    return (last["step"] - first["step"]) * batch * processes / (last["time"] - first["time"])
+    return (last["step"] - first["step"]) * batch * processes / (last[clock] - first[clock])
 
 
 TIMER_KEYS = ("data_s", "step_s", "other_s", "cpu_s")

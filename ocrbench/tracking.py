@@ -196,7 +196,8 @@ class MlflowRun:
 class LiveTracking:
     """Follows a running worker's events into an :class:`MlflowRun` (``ocrbench run --mlflow``). Eval
     events are scored by the core's ``scorer`` (the one the live display uses, which caches each file)
-    and logged at the step of the epoch they evaluate."""
+    and logged at the global step they evaluate (events written before evals carried it: their epoch's
+    last step)."""
 
     def __init__(self, mlrun: MlflowRun, scorer, warn):
         self.mlrun = mlrun
@@ -214,7 +215,8 @@ class LiveTracking:
             except OcrbenchError:
                 scores = {}   # the run's metrics.json reports a predictions file that cannot be scored
             point = {f"eval_{key}": scores.get(key) for key in ("seq_acc", "char_acc", "ned")}
-            values = eval_metrics({"step": self._epoch_steps.get(event["epoch"], 0), **point})
+            step = event["step"] if "step" in event else self._epoch_steps.get(event["epoch"], 0)
+            values = eval_metrics({"step": step, **point})
         try:
             self.mlrun.log(values)
         except Exception as exc:   # the tracking store went away: training goes on, said once

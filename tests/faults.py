@@ -134,7 +134,9 @@ def predictions(run_dir: Path) -> list[str]:
 
 
 def epoch_losses(run_dir: Path) -> list[float]:
-    return [p["loss"] for p in metrics_of(run_dir)["train"]["curve"]]
+    """Each epoch's mean loss, from its ``epoch_end`` event (a resumed run's latest attempt wins)."""
+    ends = {e["epoch"]: e["loss"] for e in events_of(run_dir) if e["event"] == "epoch_end"}
+    return [ends[epoch] for epoch in sorted(ends)]
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import pytest
 from conftest import RECIPES, ROOT, run_cli
 
 from ocrbench import bench
-from ocrbench.results import steady_samples_per_s, timing_record
+from ocrbench.results import build_curve, steady_samples_per_s, time_to_target, timing_record
 from ocrbench.schedule import Schedule
 from ocrbench.worker.events import EpochContext, Events
 
@@ -46,6 +46,28 @@ def test_epoch_timers_split_the_epoch_into_data_steps_and_the_rest(tmp_path):
     assert timers["other_s"] >= 4 * 0.01 * 0.9
     assert timers["data_s"] + timers["step_s"] + timers["other_s"] == pytest.approx(wall, abs=0.01)
     assert 0 <= timers["cpu_s"] <= wall + 0.05   # sleeping uses no CPU
+
+
+def test_an_evaluation_inside_the_epoch_is_not_training_time_and_stop_ends_the_batches(tmp_path):
+    schedule = Schedule(base_lr=0.1, steps_per_epoch=6, epochs=1, name="constant")
+    ctx = EpochContext(1, 0, schedule, Events(tmp_path / "e.jsonl"), log_every=1)
+    taken = []
+    for index in ctx.batches(iter(range(6))):
+        time.sleep(0.02)            # the step
+        ctx.step(8, 1.0)
+        taken.append(index)
+        if index == 1:
+            with ctx.evaluating():
+                time.sleep(0.2)     # an evaluation after step 2
+        if index == 3:
+            ctx.stop()              # the target reached after step 4: no fifth batch
+    timers = ctx.timers()
+    assert taken == [0, 1, 2, 3] and ctx.stopped
+    assert timers["eval_s"] >= 0.2 and ctx.train_s() < 0.2
+    assert timers["data_s"] + timers["step_s"] + timers["other_s"] == pytest.approx(ctx.train_s(), abs=0.01)
+    steps = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert all(e["train_s"] < 0.2 for e in steps)   # the logged rates leave the evaluation out
+    assert steps[-1]["samples_per_s"] > 32 / 0.2
 
 
 def events_of_a_run():
@@ -89,6 +111,33 @@ def test_steady_rate_uses_the_last_epoch_after_its_first_quarter():
     assert steady_samples_per_s(events_of_a_run(), batch=32) == pytest.approx(20 * 32 / 2.0)
     assert steady_samples_per_s(events_of_a_run(), batch=32, processes=2) == pytest.approx(20 * 64 / 2.0)
     assert steady_samples_per_s([{"event": "step", "time": 1.0, "epoch": 1, "step": 10}], 32) is None
+
+
+def test_curve_has_a_point_per_evaluation_inside_epochs_and_time_to_target_uses_them():
+    """Epoch 1 ends at step 10 and is evaluated there; epoch 2 is evaluated after step 14 (0.8) and
+    step 18 (0.96), where ``stop_at_target`` ended it: one point for that evaluation and the epoch's end."""
+    scores = {"e1.tsv": 0.5, "s14.tsv": 0.8, "s18.tsv": 0.96}
+
+    def scorer(path):
+        return {"seq_acc": scores[path], "char_acc": scores[path], "ned": scores[path]}
+
+    def figures(epoch, step, wall):
+        return {"epoch": epoch, "step": step, "loss": 1.0, "lr": 0.1, "wall_s": wall, "train_s": wall}
+
+    events = [{"event": "epoch_end", **figures(1, 10, 5.0)},
+              {"event": "eval", "epoch": 1, "step": 10, "mid_epoch": False, "predictions": "e1.tsv",
+               "wall_s": 6.0},
+              {"event": "eval", "mid_epoch": True, "predictions": "s14.tsv", **figures(2, 14, 8.0)},
+              {"event": "eval", "mid_epoch": True, "predictions": "s18.tsv", **figures(2, 18, 10.0)},
+              {"event": "epoch_end", **figures(2, 18, 10.5)}]
+    curve = build_curve(events, scorer)
+    assert [(p["epoch"], p["step"], p["eval_seq_acc"]) for p in curve] == [(1, 10, 0.5), (2, 14, 0.8),
+                                                                          (2, 18, 0.96)]
+    assert curve[-1]["wall_s"] == 10.5 and curve[-1]["eval_wall_s"] == 10.0
+    assert time_to_target(curve, 0.95) == 10.0 and time_to_target(curve, 0.7) == 8.0
+    old = [{"event": "epoch_end", **figures(1, 10, 5.0)},   # files written before evals carried a step
+           {"event": "eval", "epoch": 1, "predictions": "e1.tsv", "wall_s": 6.0}]
+    assert build_curve(old, scorer)[0]["eval_seq_acc"] == 0.5
 
 
 def test_judge_gives_the_ratio_and_warns_about_idle_cores_and_slower_threads():

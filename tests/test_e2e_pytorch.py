@@ -192,21 +192,26 @@ def test_chinese_text_lines_keeping_the_aspect_ratio(tmp_path, torch_python):
 
 
 def test_stop_at_target_ends_training_at_the_first_evaluation_reaching_it(tmp_path, torch_python):
-    """Learning, not plumbing: the smoke model must pass 50 % within 6 epochs, and training must end at the
-    first epoch whose evaluation does — then checkpoint, final predictions and exports as after a last
-    epoch. A data-parallel run of 2 processes is refused before anything trains."""
-    result = run_cli("run", SMOKE, "--out", tmp_path, "--set", "train.epochs=6",
-                     "--set", "train.target_acc=0.5", "--set", "train.stop_at_target=true")
+    """Learning, not plumbing: the smoke model, evaluated every 100 steps (3 per epoch), must pass 50 %
+    within 6 epochs, and training must end at the first evaluation that does — inside an epoch or at its
+    end — then checkpoint, final predictions and exports as after a last epoch. A data-parallel run of 2
+    processes is refused before anything trains."""
+    result = run_cli("run", SMOKE, "--out", tmp_path, "--set", "train.epochs=6", "--set",
+                     "train.eval_every_steps=100", "--set", "train.target_acc=0.5",
+                     "--set", "train.stop_at_target=true")
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = tmp_path.iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     curve = metrics["train"]["curve"]
-    reached = [p["epoch"] for p in curve if p["eval_seq_acc"] >= 0.5]
-    assert reached and reached[0] == curve[-1]["epoch"] == metrics["train"]["epochs"] < 6
+    assert [p["step"] for p in curve] == list(range(100, curve[-1]["step"] + 1, 100))
+    reached = [p for p in curve if p["eval_seq_acc"] >= 0.5]
+    assert reached and reached[0] is curve[-1] and metrics["train"]["steps"] == curve[-1]["step"] < 6 * 300
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     (stop,) = [e for e in events if e["event"] == "target_reached"]
-    assert stop["epoch"] == reached[0] and stop["seq_acc"] == pytest.approx(curve[-1]["eval_seq_acc"])
+    assert (stop["epoch"], stop["step"]) == (curve[-1]["epoch"], curve[-1]["step"])
+    assert stop["seq_acc"] == pytest.approx(curve[-1]["eval_seq_acc"])
     assert metrics["eval"]["seq_acc"] == pytest.approx(curve[-1]["eval_seq_acc"])
+    assert metrics["train"]["time_to_target_s"] == pytest.approx(curve[-1]["eval_wall_s"])
     assert [x["format"] for x in metrics["exports"] if x["ok"]] == ["torchscript", "onnx"]
     refused = run_cli("run", SMOKE, "--out", tmp_path / "dp", "--nproc", "2",
                       "--set", "train.stop_at_target=true")

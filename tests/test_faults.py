@@ -120,6 +120,26 @@ def test_a_full_disk_at_a_checkpoint_is_named_and_resume_works_once_there_is_roo
         check_same_as(straight_dir, run_dir, backend)
 
 
+def test_evaluations_inside_epochs_leave_training_unchanged(straight, tmp_path):
+    """``train.eval_every_steps``: evaluations after steps 7, 14, 21, 28 and 35 (not at the epochs' last
+    steps 20 and 40, which have their own) appear in the curve, in step order, and leave training as it
+    was — the same final weights (bit for bit), epoch losses and predictions as the run without them, so
+    evaluating puts the network back in training mode (``Trainer.resume_training``) and draws nothing from
+    the training data's random streams."""
+    backend, recipe, straight_dir = straight
+    result = run_cli("run", recipe, "--out", tmp_path / "runs", "--set", "train.eval_every_steps=7")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    check_same_as(straight_dir, run_dir, backend)
+    inside = [e for e in events_of(run_dir) if e["event"] == "eval" and e["mid_epoch"]]
+    assert [(e["epoch"], e["step"]) for e in inside] == [(1, 7), (1, 14), (2, 21), (2, 28), (2, 35)]
+    curve = metrics_of(run_dir)["train"]["curve"]
+    assert [p["step"] for p in curve] == [7, 14, 20, 21, 28, 35, 40]
+    assert all(p["eval_seq_acc"] is not None and p["eval_wall_s"] > 0 for p in curve)
+    assert [p["eval_wall_s"] for p in curve] == sorted(p["eval_wall_s"] for p in curve)
+    assert (run_dir / "predictions" / "eval-step00000007.tsv").is_file()
+
+
 # ------------------------------------------------------------------------------------- PyTorch only
 @pytest.fixture(scope="module")
 def torch_straight(tmp_path_factory):

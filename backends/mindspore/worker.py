@@ -230,6 +230,10 @@ class MindSporeTrainer(Trainer):
             logged, _, _ = self._step(images, labels, lengths.asnumpy(), ctx.lr())
             ctx.step(int(images.shape[0]), logged)
 
+    def resume_training(self) -> None:
+        """Back to training mode after an evaluation inside an epoch (``predict`` left inference mode)."""
+        self.step_cell.set_train(True)
+
     def _step(self, images: Tensor, labels: Tensor, lengths: np.ndarray, lr: float):
         """One optimizer step (the compiled ``step_cell``) at ``lr`` on blank-last ``labels``; the objective
         is the per-sample CTC losses weighted by ``loss_weights`` (an input tensor of the graph). Returns

@@ -225,6 +225,10 @@ class PaddleTrainer(Trainer):
             logged, _, _ = self._step(paddle.to_tensor(images), targets, lengths, ctx.lr())
             ctx.step(len(lengths), float(logged))
 
+    def resume_training(self) -> None:
+        """Back to training mode after an evaluation inside an epoch (``predict`` left inference mode)."""
+        self.model.train()
+
     def _step(self, images: paddle.Tensor, targets: np.ndarray, lengths: np.ndarray, lr: float):
         """One optimizer step at ``lr`` (gradients averaged over ranks by ``paddle.DataParallel``, clip and
         L2 in the optimizer); the objective is the per-sample CTC losses weighted by ``loss_weights``.

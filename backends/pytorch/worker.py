@@ -231,6 +231,10 @@ class TorchTrainer(Trainer):
             logged, _, _ = self._step(to_input(images, self.device), targets, lengths, ctx.lr())
             ctx.step(len(lengths), lambda value=logged: value.item())
 
+    def resume_training(self) -> None:
+        """Back to training mode after an evaluation inside an epoch (``predict`` left inference mode)."""
+        self.model.train()
+
     def _step(self, inputs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, lr: float):
         """One optimizer step at ``lr``; returns the logged loss, the logits (T, B, C) and the per-sample
         CTC losses (B,), detached. The objective is the per-sample losses weighted by ``loss_weights``."""

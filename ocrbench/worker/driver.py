@@ -104,10 +104,26 @@ def run_job(trainer: Trainer, events: Events) -> None:
                 checkpoint_every=train.get("checkpoint_every", 0), loss=trainer.loss_spec().to_json())
     clock = time.perf_counter() - state["wall_s"]  # wall time continues across a resume
     every = train.get("checkpoint_every", 0) if rank == 0 else 0
+    eval_steps = train.get("eval_every_steps", 0) if rank == 0 else 0
+    inside: dict[str, object] = {}   # the last evaluation inside the current epoch: its file and target
 
     def mid_epoch(ctx: EpochContext) -> None:
-        """``train.checkpoint_every``: a checkpoint inside the epoch (the epoch's last step has its own)."""
-        if every and ctx.global_step % every == 0 and ctx.epoch_step < steps:
+        """After each step: ``train.eval_every_steps``, an evaluation inside the epoch (ending the epoch
+        when ``train.stop_at_target`` is reached), and ``train.checkpoint_every``, a checkpoint inside
+        the epoch (the epoch's last step has its own evaluation and checkpoint)."""
+        if ctx.epoch_step >= steps:
+            return
+        if eval_steps and ctx.global_step % eval_steps == 0:
+            with ctx.evaluating():
+                path = _evaluate(trainer, job, events, ctx.epoch, clock, step=ctx.global_step, lr=ctx.lr(),
+                                 loss=ctx.mean_loss(), train_s=ctx.train_s())
+                trainer.on_evaluated(ctx.epoch, path)
+                trainer.resume_training()
+            inside.update(file=path, reached=_target_reached(job, path))
+            if inside["reached"] is not None:
+                ctx.stop()
+                return   # the driver checkpoints after the epoch ends here
+        if every and ctx.global_step % every == 0:
             _save(trainer, store, events, ctx.epoch, {**state, "global_step": ctx.global_step,
                                                      "wall_s": time.perf_counter() - clock,
                                                      "partial": asdict(ctx.partial())})
@@ -117,24 +133,28 @@ def run_job(trainer: Trainer, events: Events) -> None:
         ctx = EpochContext(epoch, state["global_step"], schedule, events, train["log_every"],
                            job.processes, resumed=partial, on_step=mid_epoch)
         partial = PartialEpoch()
+        inside.clear()
         trainer.train_epoch(ctx)
         loss, epoch_s = ctx.mean_loss(), ctx.train_s()
         state.update(epoch=epoch, global_step=ctx.global_step, samples=state["samples"] + ctx.samples,
                      train_s=state["train_s"] + epoch_s)
         events.emit("epoch_end", epoch=epoch, step=ctx.global_step, loss=float(loss), lr=ctx.lr(),
                     train_s=epoch_s, samples=ctx.samples, wall_s=time.perf_counter() - clock,
-                    timers=ctx.timers())
+                    timers=ctx.timers(), stopped=ctx.stopped)
         if rank != 0:
             continue   # rank 0 evaluates and checkpoints; the others go on to the next epoch's steps
         reached = None
-        if epoch % train["eval_every"] == 0 or epoch == train["epochs"]:
-            last_eval_file = _evaluate(trainer, job, events, epoch, clock)
+        if ctx.stopped:   # an evaluation inside the epoch reached the target: it is the run's last
+            last_eval_file, reached = inside["file"], inside["reached"]
+        elif epoch % train["eval_every"] == 0 or epoch == train["epochs"]:
+            last_eval_file = _evaluate(trainer, job, events, epoch, clock, step=ctx.global_step)
             trainer.on_evaluated(epoch, last_eval_file)   # e.g. to keep a best-accuracy checkpoint
             reached = _target_reached(job, last_eval_file)
         state["wall_s"] = time.perf_counter() - clock
         _save(trainer, store, events, epoch, dict(state))
-        if reached is not None:   # train.stop_at_target: the epochs left are not trained
-            events.emit("target_reached", epoch=epoch, seq_acc=reached, target=train["target_acc"])
+        if reached is not None:   # train.stop_at_target: the steps and epochs left are not trained
+            events.emit("target_reached", epoch=epoch, step=ctx.global_step, seq_acc=reached,
+                        target=train["target_acc"])
             break
     digests = report_weights(trainer, rank)
     events.emit("train_end", epochs=state["epoch"], steps=state["global_step"], samples=state["samples"],
@@ -144,7 +164,7 @@ def run_job(trainer: Trainer, events: Events) -> None:
 
     final = predictions / "eval.tsv"
     if last_eval_file is None:  # resumed after the last epoch, or nothing left to train
-        last_eval_file = _evaluate(trainer, job, events, state["epoch"], clock)
+        last_eval_file = _evaluate(trainer, job, events, state["epoch"], clock, step=state["global_step"])
     with writing("the final predictions", final):
         atomic.write_bytes(final, last_eval_file.read_bytes())
     events.emit("predictions", path=str(final.relative_to(job.run_dir)))
@@ -289,13 +309,20 @@ def _probe(trainer: Trainer, job: Job, events: Events) -> None:
     events.emit("probe", path=str((directory / PROBE_OUTPUT).relative_to(job.run_dir)))
 
 
-def _evaluate(trainer: Trainer, job: Job, events: Events, epoch: int, clock: float) -> Path:
-    path = job.path("predictions") / f"eval-epoch{epoch:04d}.tsv"
+def _evaluate(trainer: Trainer, job: Job, events: Events, epoch: int, clock: float, step: int,
+              **inside: float) -> Path:
+    """The eval split through ``trainer.predict`` into a predictions file and an ``eval`` event. At an
+    epoch's end the file is ``eval-epoch<E>.tsv``; inside an epoch (``train.eval_every_steps``; ``inside``
+    then holds the step's ``lr``, the epoch's mean ``loss`` so far and its ``train_s``) it is
+    ``eval-step<S>.tsv`` and the event has ``mid_epoch`` true and those figures."""
+    name = f"eval-step{step:08d}.tsv" if inside else f"eval-epoch{epoch:04d}.tsv"
+    path = job.path("predictions") / name
     started = time.perf_counter()
     n = write_predictions(path, trainer.predict("eval"), job.charset)
     seconds = time.perf_counter() - started
-    events.emit("eval", epoch=epoch, n=n, seconds=seconds, images_per_s=n / max(seconds, 1e-9),
-                predictions=str(path.relative_to(job.run_dir)), wall_s=time.perf_counter() - clock)
+    events.emit("eval", epoch=epoch, step=step, n=n, seconds=seconds, images_per_s=n / max(seconds, 1e-9),
+                predictions=str(path.relative_to(job.run_dir)), wall_s=time.perf_counter() - clock,
+                mid_epoch=bool(inside), **inside)
     return path
 
 

@@ -4,6 +4,7 @@ the per-epoch context (:class:`EpochContext`: learning rate, step reporting) and
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -80,8 +81,11 @@ class EpochContext:
         self._started = time.perf_counter()
         self._cpu_started = time.process_time()
         self._batch_ready: float | None = None
+        self._stopped = False
         self.data_s = 0.0   # waiting for the next batch (loading, decoding, collating)
         self.step_s = 0.0   # from a batch's arrival to its ctx.step: host->tensor, forward, backward, update
+        self.eval_s = 0.0   # evaluations inside the epoch (train.eval_every_steps): not training time
+        self._eval_cpu_s = 0.0
 
     def lr(self) -> float:
         """Learning rate for the step about to be taken (ocrbench.schedule, per global step)."""
@@ -89,11 +93,11 @@ class EpochContext:
 
     def batches(self, batches: Iterable[T]) -> Iterator[T]:
         """The epoch's batches (in its seeded order) without the first :attr:`skip` — those a resumed run
-        took before its mid-epoch checkpoint. Every backend iterates its training batches through this.
-        The time spent waiting for each batch is added to :attr:`data_s`."""
+        took before its mid-epoch checkpoint — and none after :meth:`stop`. Every backend iterates its
+        training batches through this. The time spent waiting for each batch is added to :attr:`data_s`."""
         began = time.perf_counter()
         iterator = itertools.islice(batches, self.skip, None)   # iter(): a pipeline may start here
-        while True:
+        while not self._stopped:
             try:
                 batch = next(iterator)
             except StopIteration:   # finding the end may take time too (a pipeline draining)
@@ -103,6 +107,27 @@ class EpochContext:
             self.data_s += self._batch_ready - began
             yield batch
             began = time.perf_counter()
+
+    def stop(self) -> None:
+        """End the epoch after the current step: :meth:`batches` yields no more (``train.stop_at_target``
+        reached by an evaluation inside the epoch)."""
+        self._stopped = True
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` ended this epoch early."""
+        return self._stopped
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Time spent inside this block (an evaluation inside the epoch) is added to :attr:`eval_s` and
+        left out of the epoch's training seconds (:meth:`train_s`) and of its logged samples/s."""
+        began, cpu_began = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.eval_s += time.perf_counter() - began
+            self._eval_cpu_s += time.process_time() - cpu_began
 
     def step(self, samples: int, loss: float | Callable[[], float]) -> None:
         """Record one optimizer step over ``samples`` images (this process's; every worker process of a
@@ -122,9 +147,9 @@ class EpochContext:
         self._losses.append(loss)
         if self.global_step % self._log_every == 0:
             value = self._resolve(len(self._losses) - 1)
-            elapsed = time.perf_counter() - self._started
+            elapsed = time.perf_counter() - self._started - self.eval_s
             self._events.emit("step", epoch=self.epoch, step=self.global_step, loss=value, lr=lr,
-                              samples_per_s=self._rate_samples / max(elapsed, 1e-9))
+                              samples_per_s=self._rate_samples / max(elapsed, 1e-9), train_s=self.train_s())
         if self._on_step is not None:
             self._on_step(self)
 
@@ -138,8 +163,7 @@ class EpochContext:
         """This epoch so far, for a mid-epoch checkpoint."""
         losses = sum(self._resolve(i) for i in range(len(self._losses)))
         return PartialEpoch(steps=self.epoch_step, samples=self.samples,
-                            loss_sum=self._carried.loss_sum + losses,
-                            train_s=self._carried.train_s + time.perf_counter() - self._started)
+                            loss_sum=self._carried.loss_sum + losses, train_s=self.train_s())
 
     def mean_loss(self) -> float:
         """The mean of the epoch's logged step losses (those before a resume included); 0.0 without steps."""
@@ -147,19 +171,20 @@ class EpochContext:
         return done.loss_sum / done.steps if done.steps else 0.0
 
     def train_s(self) -> float:
-        """Seconds this epoch has trained (before a resume included)."""
-        return self._carried.train_s + time.perf_counter() - self._started
+        """Seconds this epoch has trained (before a resume included; evaluations inside it left out)."""
+        return self._carried.train_s + time.perf_counter() - self._started - self.eval_s
 
     def timers(self) -> dict[str, float]:
         """Where this attempt's part of the epoch went (seconds): ``data_s`` waiting for batches, ``step_s``
         in the steps (host->tensor conversion, forward, backward, update, per-step Python of the backend),
-        ``other_s`` the rest of the epoch's wall time (logging, mid-epoch checkpoints, the epoch's setup),
-        and ``cpu_s`` the CPU time of this process (all its threads) over the epoch: ``cpu_s / wall`` is the
-        number of cores it kept busy. A process's data-loader worker processes are not counted."""
+        ``other_s`` the rest of the epoch's training time (logging, mid-epoch checkpoints, the epoch's setup),
+        ``eval_s`` its evaluations (``train.eval_every_steps``; not training time) and ``cpu_s`` the CPU
+        time of this process (all its threads) over the epoch's training time: ``cpu_s / (wall - eval_s)``
+        is the number of cores it kept busy. A process's data-loader worker processes are not counted."""
         wall = time.perf_counter() - self._started
         return {"data_s": self.data_s, "step_s": self.step_s,
-                "other_s": max(0.0, wall - self.data_s - self.step_s),
-                "cpu_s": time.process_time() - self._cpu_started}
+                "other_s": max(0.0, wall - self.data_s - self.step_s - self.eval_s), "eval_s": self.eval_s,
+                "cpu_s": time.process_time() - self._cpu_started - self._eval_cpu_s}
 
 
 _PARENT = os.getppid()

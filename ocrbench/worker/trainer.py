@@ -199,7 +199,15 @@ class Trainer(abc.ABC):
                                   "run it")
 
     def on_evaluated(self, epoch: int, predictions: Path) -> None:
-        """Called after each evaluation with its predictions file, before that epoch's ``save``."""
+        """Called after each evaluation (at an epoch's end, or inside epoch ``epoch`` with
+        ``train.eval_every_steps``) with its predictions file, before the next ``save``."""
+
+    def resume_training(self) -> None:
+        """Called after an evaluation inside an epoch (``train.eval_every_steps``), before the epoch's next
+        step: put the network back into training mode if ``predict`` left it in inference mode (a
+        framework with a module-wide mode flag: PyTorch, Paddle, MindSpore). The default does nothing, for
+        frameworks whose training step chooses the mode itself (Gluon's ``autograd.record``, Keras's
+        ``training=True``)."""
 
     def predict_exported(self, fmt: str, directory: Path) -> Batches | None:
         """Like ``predict("eval")`` through the export in ``directory`` reloaded by the framework; None for
