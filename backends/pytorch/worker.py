@@ -106,13 +106,21 @@ class Collate:
         return images, torch.from_numpy(targets), torch.from_numpy(lengths)
 
 
+# PyTorch's documented layout for convolutional networks: the model's 4-d weights and every input batch
+# channels-last (NHWC in memory, still indexed NCHW), so oneDNN / cuDNN run convolutions and pooling
+# without reordering. Same function, same shapes; 1.4-1.6x the training samples/s of the default layout
+# on the 2-core CPU (docs/benchmarks.md).
+MEMORY_FORMAT = torch.channels_last
+
+
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A :class:`Collate` batch -> the model's float32 input (B, 1, 32, W) in [-1, 1] on ``device``: uint8
-    pixels 0..255 are scaled (x / 127.5 - 1); float32 images (keep-ratio batches, normalised and padded
-    by Collate) are only moved."""
+    """A :class:`Collate` batch -> the model's float32 input (B, 1, 32, W) in [-1, 1] on ``device``, in
+    :data:`MEMORY_FORMAT`: uint8 pixels 0..255 are scaled (x / 127.5 - 1); float32 images (keep-ratio
+    batches, normalised and padded by Collate) are only moved."""
     if images.dtype != torch.uint8:
-        return images.to(device, non_blocking=True)
-    return images.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+        return images.to(device, non_blocking=True).contiguous(memory_format=MEMORY_FORMAT)
+    scaled = images.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+    return scaled.contiguous(memory_format=MEMORY_FORMAT)
 
 
 def best_paths(logits: torch.Tensor) -> np.ndarray:
@@ -195,8 +203,9 @@ class TorchTrainer(Trainer):
         self.params = job.model["params"]
         classes = job.charset.num_classes
         # keep_ratio is preprocessing (the data pipeline's), not a layer of the network
-        self.model = CRNN(classes, channels=self.params["channels"], hidden=self.params["hidden"],
-                          input_width=self.params["input_width"]).to(self.device)
+        network = CRNN(classes, channels=self.params["channels"], hidden=self.params["hidden"],
+                       input_width=self.params["input_width"])
+        self.model = network.to(self.device, memory_format=MEMORY_FORMAT)
         self.trained = self.model   # what train_epoch calls: the DDP wrapper in a data-parallel run
         if dist.is_initialized():
             self.trained = DistributedDataParallel(
@@ -264,12 +273,12 @@ class TorchTrainer(Trainer):
     @torch.no_grad()
     def probe_forward(self, inputs: np.ndarray) -> np.ndarray:
         self.model.eval()
-        return self.model(torch.from_numpy(inputs).to(self.device)).cpu().numpy()
+        return self.model(to_input(torch.from_numpy(inputs), self.device)).cpu().numpy()
 
     def probe_step(self, inputs, targets, lengths, lr):
         self.model.train()
-        _, logits, losses = self._step(torch.from_numpy(inputs).to(self.device), torch.from_numpy(targets),
-                                       torch.from_numpy(lengths), lr)
+        batch = to_input(torch.from_numpy(inputs), self.device)
+        _, logits, losses = self._step(batch, torch.from_numpy(targets), torch.from_numpy(lengths), lr)
         return logits.cpu().numpy(), losses.cpu().numpy()
 
     def weight_arrays(self) -> list[list[np.ndarray]]:
