@@ -41,6 +41,18 @@ SHARDS = 4
 # Batches prefetched. Not tf.data.AUTOTUNE: measured with it, ending the second epoch's iterator stalled
 # ~40 s (each run, the same place); with a fixed buffer of 2 it does not, at the same step speed.
 PREFETCH_BATCHES = 2
+
+
+def _without_autotune() -> tf.data.Options:
+    """tf.data options with the autotuning model off. Its optimisation thread belongs to the iterator, whose
+    destructor waits for it: with it on, ending the first epoch's iterator stalled 25-57 s (one core busy)
+    in 5 of 6 two-epoch captcha runs, and some second epochs 10-21 s (2-core VM; py-spy, 2026-12-07: the
+    main thread in ``RootDataset::Iterator::~Iterator`` waiting for an ``UnboundedThreadPool`` thread); with
+    it off, 0.1 s. The parallel maps then run at the machine's core count instead of a tuned one; the
+    order is unchanged (deterministic)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 FLAGS = {"train": "train", "eval": "val"}
 STREAM_CHUNK = 64   # records read per call of the streaming generator (data.cache: none)
 KEEP_RATIO_SUFFIX = "-keepratio"
@@ -225,4 +237,5 @@ def batches(records: tf.data.Dataset, batch_size: int, shuffle_seed: int | None 
         records = records.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
     if transform is not None:
         records = records.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return records.padded_batch(batch_size, drop_remainder=drop_remainder).prefetch(PREFETCH_BATCHES)
+    batched = records.padded_batch(batch_size, drop_remainder=drop_remainder).prefetch(PREFETCH_BATCHES)
+    return batched.with_options(_without_autotune())
