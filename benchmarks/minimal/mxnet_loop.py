@@ -40,8 +40,8 @@ class MxnetLoop(harness.Loop):
                                      {"learning_rate": cfg.lr, "beta1": cfg.betas[0], "beta2": cfg.betas[1],
                                       "epsilon": cfg.eps})
         self.x = nd.array(batch.inputs)
-        self.labels = nd.array(batch.targets)
-        self.lengths = nd.array(batch.lengths)
+        self.labels = nd.array(batch.targets, dtype="float32")   # as the backend's loader gives them
+        self.lengths = nd.array(batch.lengths, dtype="float32")
         self.eval_x = nd.array(batch.eval_inputs)
         self.last = None
 
