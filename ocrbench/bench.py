@@ -148,9 +148,10 @@ def document(rows: list[BackendBench], recipe: str, settings: BenchSettings) -> 
 
 
 def run_overrides(settings: BenchSettings) -> list[str]:
-    """The ``--set`` list of the bench's ocrbench run: its epochs, no exports, one evaluation at the end (none inside epochs, no stop at a target),
-    ``train.threads`` only when ``--threads`` was given (otherwise the run uses ocrbench's default, which is
-    what is being measured), then the user's overrides (last, so they win)."""
+    """The ``--set`` list of the bench's ocrbench run: its epochs, no exports, one evaluation at the end
+    (none inside epochs, no stop at a target), ``train.threads`` only when ``--threads`` was given
+    (otherwise the run uses ocrbench's default, which is what is being measured), then the user's
+    overrides (last, so they win)."""
     threads = [f"train.threads={settings.threads}"] if settings.threads else []
     return [f"train.epochs={settings.epochs}", *threads, "export.formats=[]",
             f"train.eval_every={settings.epochs}", "train.eval_every_steps=0", "train.stop_at_target=false",

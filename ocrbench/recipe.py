@@ -354,9 +354,9 @@ class TrainSection(Section):
     loader_workers: int = Field(0, ge=0, le=64)
     log_every: int = Field(20, ge=1)
     eval_every: int = Field(1, ge=1, description="epochs between evaluations")
-    eval_every_steps: int = Field(0, ge=0, description="optimizer steps between evaluations inside an epoch "
-                                  "(0: evaluate at epochs' ends only, as eval_every says); each is a point of "
-                                  "the accuracy curve and may end the run with stop_at_target")
+    eval_every_steps: int = Field(0, ge=0, description="optimizer steps between evaluations inside an "
+                                  "epoch (0: evaluate at epochs' ends only, as eval_every says); each is a "
+                                  "point of the accuracy curve and may end the run with stop_at_target")
     checkpoint_every: int = Field(0, ge=0, description="optimizer steps between checkpoints inside an "
                                   "epoch (0: one checkpoint at each epoch's end only); a killed run resumed "
                                   "with --resume loses at most this many steps")

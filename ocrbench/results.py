@@ -126,9 +126,10 @@ def steady_samples_per_s(events: list[dict], batch: int, processes: int = 1) -> 
     """Training images per second after warm-up, from the ``step`` events (``train.log_every``) of the
     latest attempt: within its last epoch that logged two or more steps, from the first step event past a
     quarter of that epoch's logged steps to the last one, in the epoch's training seconds (evaluations
-    inside the epoch left out; wall time for events written before they carried ``train_s``) — so a framework's graph compilation, first-step
-    allocations and first-epoch image decoding (with ``data.cache: memory``) are left out. ``batch`` is
-    the per-process batch; None when there are too few step events or they span no time."""
+    inside the epoch left out; wall time for events written before they carried ``train_s``) — so a
+    framework's graph compilation, first-step allocations and first-epoch image decoding (with
+    ``data.cache: memory``) are left out. ``batch`` is the per-process batch; None when there are too few
+    step events or they span no time."""
     steps = [e for e in latest_attempt(events) if e["event"] == "step"]
     if not steps:
         return None

@@ -1,8 +1,8 @@
 """Minimal PyTorch loop of the shared crnn (benchmarks/minimal/harness.py): eager mode, channels-last
-weights and inputs (PyTorch's recommended layout for convnets, as the backend trains), ``torch.set_num_threads``,
-Adam, ``nn.CTCLoss`` (blank 0, mean) on log-softmax. ``mode: compile`` also wraps the model in
-``torch.compile``; ``mode: contiguous`` keeps the default NCHW-contiguous layout (the backend before it
-switched)."""
+weights and inputs (PyTorch's recommended layout for convnets, as the backend trains),
+``torch.set_num_threads``, Adam, ``nn.CTCLoss`` (blank 0, mean) on log-softmax. ``mode: compile`` also
+wraps the model in ``torch.compile``; ``mode: contiguous`` keeps the default NCHW-contiguous layout (the
+backend before it switched)."""
 
 import harness
 
