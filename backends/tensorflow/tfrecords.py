@@ -41,6 +41,9 @@ SHARDS = 4
 # Batches prefetched. Not tf.data.AUTOTUNE: measured with it, ending the second epoch's iterator stalled
 # ~40 s (each run, the same place); with a fixed buffer of 2 it does not, at the same step speed.
 PREFETCH_BATCHES = 2
+FLAGS = {"train": "train", "eval": "val"}
+STREAM_CHUNK = 64   # records read per call of the streaming generator (data.cache: none)
+KEEP_RATIO_SUFFIX = "-keepratio"
 
 
 def _without_autotune() -> tf.data.Options:
@@ -53,9 +56,6 @@ def _without_autotune() -> tf.data.Options:
     options = tf.data.Options()
     options.autotune.enabled = False
     return options
-FLAGS = {"train": "train", "eval": "val"}
-STREAM_CHUNK = 64   # records read per call of the streaming generator (data.cache: none)
-KEEP_RATIO_SUFFIX = "-keepratio"
 
 
 def native_name(width: int, keep_ratio: bool) -> str:
