@@ -1,7 +1,8 @@
 """``ocrbench bench``: is each backend as fast as its framework allows?
 
 For each backend, back to back on this machine: the framework's minimal loop (``benchmarks/minimal``, in the
-backend's env, at 1 thread and at the run's threads) and a short ``ocrbench run`` of the same configuration.
+backend's env) at the run's threads, a short ``ocrbench run`` of the same configuration, the minimal loop
+again at the run's threads and then at 1 thread.
 It reports minimal and ocrbench training samples/s, their ratio, where the run's time went (the worker's own
 timers: metrics.json ``timing``) and the orchestration overhead (core wall - worker wall), as a table and as
 JSON (``ocrbench.bench/1``), and warns when a backend keeps fewer cores busy than it was given or trains
@@ -10,7 +11,10 @@ slower with more threads.
 The ratio compares steady-state rates: the minimal loop's timed steps after its warm-up, and the run's
 training samples/s over the later three quarters of its last epoch's logged steps
 (``results.steady_samples_per_s``), so that neither includes a framework's graph compilation or first-step
-allocations; the epoch average (compilation and the epoch's setup included) is reported beside it.
+allocations; the epoch average (compilation and the epoch's setup included) is reported beside it. The
+minimal loop brackets the run (once before, once after) and the ratio divides by the mean of the two rates;
+their relative difference (``drift``) is how much the machine's speed moved while the run trained: a ratio
+within ``drift`` of 1 is not a measured difference, and the bench warns when the drift exceeds 10 %.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ MINIMAL_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "minimal"
 MINIMAL_TIMEOUT_S = 900
 BUSY_FRACTION = 0.75   # a run keeping fewer than this share of its threads busy is warned about
 SLOWER_WITH_MORE = 0.95   # minimal at N threads below this share of 1 thread: "slower with more threads"
+DRIFT_WARNING = 0.10   # minimal rates before and after the run differing by more: "the machine's speed moved"
 
 
 @dataclass
@@ -99,16 +104,27 @@ def run_minimal(backend: str, config: dict) -> dict:
 
 @dataclass
 class BackendBench:
-    """One backend's row: the minimal loop at 1 thread and at ``threads``, the run's figures, warnings."""
+    """One backend's row: the minimal loop at ``threads`` before the run (``minimal_before``) and after it
+    (``minimal``), at 1 thread after that, the run's figures, the ratio (run / mean of the two minimal
+    rates), the drift between the two minimal rates (|after - before| / mean), warnings."""
 
     backend: str
     threads: int
     minimal: dict | None = None
     minimal_1_thread: dict | None = None
+    minimal_before: dict | None = None
     run: dict | None = None
     ratio: float | None = None
+    drift: float | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+
+    def minimal_rate(self) -> float | None:
+        """The minimal loop's training samples/s the ratio divides by: the mean of the rates before and
+        after the run (one of them when the other is missing)."""
+        rates = [m["train_samples_per_s"] for m in (self.minimal_before, self.minimal)
+                 if m and m.get("train_samples_per_s")]
+        return sum(rates) / len(rates) if rates else None
 
 
 def run_figures(metrics: dict, run_dir: Path) -> dict:
@@ -125,11 +141,19 @@ def run_figures(metrics: dict, run_dir: Path) -> dict:
 
 
 def judge(row: BackendBench) -> None:
-    """The ratio and the warnings: fewer cores busy than given, slower with more threads."""
+    """The ratio, the drift and the warnings: an unsteady machine, fewer cores busy than given, slower with
+    more threads."""
     minimal, run = row.minimal or {}, row.run or {}
-    steady = run.get("steady_samples_per_s")
-    if steady and minimal.get("train_samples_per_s"):
-        row.ratio = steady / minimal["train_samples_per_s"]
+    steady, rate = run.get("steady_samples_per_s"), row.minimal_rate()
+    if steady and rate:
+        row.ratio = steady / rate
+    before, after = (row.minimal_before or {}).get("train_samples_per_s"), minimal.get("train_samples_per_s")
+    if before and after:
+        row.drift = abs(after - before) / rate
+        if row.drift > DRIFT_WARNING:
+            row.warnings.append(f"the minimal loop ran at {before:.0f} samples/s before the run and "
+                                f"{after:.0f} after it ({row.drift:.0%} apart): the machine's speed moved, "
+                                f"so a ratio within {row.drift:.2f} of 1 is not a measured difference")
     busy = (run.get("timing") or {}).get("cpu_utilisation")
     if busy is not None and row.threads > 1 and busy < BUSY_FRACTION * row.threads:
         row.warnings.append(f"the run kept {busy:.2f} of the {row.threads} cores it was given busy")
@@ -158,9 +182,20 @@ def run_overrides(settings: BenchSettings) -> list[str]:
             *settings.overrides]
 
 
+def classes(recipe: Recipe, path: Path, console) -> int:
+    """The recipe's output classes (its charset and the CTC blank), from its prepared dataset (prepared now
+    if it is not yet: the run reuses it)."""
+    from ocrbench import datasets
+    from ocrbench.codec import Charset
+
+    prepared = datasets.prepare(recipe.resolved()["data"], path.parent, log=console.print)
+    return Charset(prepared.charset).num_classes
+
+
 def bench_backend(name: str, recipe_path: Path, settings: BenchSettings, out: Path, command: list[str],
                   console) -> BackendBench:
-    """One backend: the short ocrbench run, then its minimal loop at ``threads`` and at 1 thread."""
+    """One backend: its minimal loop at ``threads``, the short ocrbench run, the minimal loop at ``threads``
+    again and at 1 thread."""
     from ocrbench import multirun
     from ocrbench.recipe import load_recipe
 
@@ -170,15 +205,21 @@ def bench_backend(name: str, recipe_path: Path, settings: BenchSettings, out: Pa
     def load(backend: str):
         return load_recipe(recipe_path, run_overrides(settings), backend)
 
-    recipe, _ = load(name)
+    recipe, path = load(name)
     check_arch(recipe)
+    config = minimal_config(recipe.resolved(), settings, name, threads, classes(recipe, path, console))
+    console.print(f"{name}: minimal loop, {threads} thread(s), before the run")
+    try:
+        row.minimal_before = run_minimal(name, config)
+    except OcrbenchError as exc:
+        row.error = exc.message
+        return row
     outcome = multirun.run_each([name], load, out, None, command, console)[0]
     if outcome.not_started or not outcome.ok:
         row.error = outcome.not_started or outcome.metrics["error"]["message"]
         return row
     row.run = run_figures(outcome.metrics, outcome.metrics_path.parent)
-    config = minimal_config(recipe.resolved(), settings, name, threads, outcome.metrics["model"]["classes"])
-    console.print(f"{name}: minimal loop, {threads} thread(s) and 1 thread")
+    console.print(f"{name}: minimal loop, {threads} thread(s) and 1 thread, after the run")
     try:
         row.minimal = run_minimal(name, config)
         if threads > 1:
@@ -203,10 +244,12 @@ def table_rows(row: BackendBench) -> list[tuple[str, str]]:
     """One backend's column of the table: (measure, value) pairs in display order."""
     minimal, run = row.minimal or {}, row.run or {}
     timing = run.get("timing") or {}
-    pairs = [("minimal /s", _fmt(minimal.get("train_samples_per_s"))),
+    pairs = [("minimal before /s", _fmt((row.minimal_before or {}).get("train_samples_per_s"))),
+             ("minimal after /s", _fmt(minimal.get("train_samples_per_s"))),
              ("minimal 1 thread /s", _fmt((row.minimal_1_thread or {}).get("train_samples_per_s"))),
              ("ocrbench /s", _fmt(run.get("steady_samples_per_s"))),
              ("ratio", _fmt(row.ratio, ".2f")),
+             ("drift", _fmt(row.drift, ".2f")),
              ("epoch average /s", _fmt(run.get("samples_per_s"))),
              ("minimal infer /s", _fmt(minimal.get("infer_samples_per_s"))),
              ("ocrbench eval /s", _fmt(run.get("eval_images_per_s"))),

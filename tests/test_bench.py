@@ -156,6 +156,23 @@ def test_judge_gives_the_ratio_and_warns_about_idle_cores_and_slower_threads():
     assert busy.warnings == [] and busy.ratio == pytest.approx(290 / 300)
 
 
+def test_the_ratio_divides_by_the_minimal_rates_around_the_run_and_warns_when_they_drift():
+    steady = bench.BackendBench(backend="mxnet", threads=2, minimal_before={"train_samples_per_s": 290.0},
+                                minimal={"train_samples_per_s": 310.0},
+                                run={"steady_samples_per_s": 285.0, "timing": {"cpu_utilisation": 1.9}})
+    bench.judge(steady)
+    assert steady.ratio == pytest.approx(285 / 300) and steady.drift == pytest.approx(20 / 300)
+    assert steady.warnings == []
+    moved = bench.BackendBench(backend="mxnet", threads=2, minimal_before={"train_samples_per_s": 340.0},
+                               minimal={"train_samples_per_s": 260.0},
+                               run={"steady_samples_per_s": 270.0, "timing": {"cpu_utilisation": 1.9}})
+    bench.judge(moved)
+    assert moved.ratio == pytest.approx(0.9) and moved.drift == pytest.approx(80 / 300)
+    assert moved.warnings == ["the minimal loop ran at 340 samples/s before the run and 260 after it (27% "
+                              "apart): the machine's speed moved, so a ratio within 0.27 of 1 is not a "
+                              "measured difference"]
+
+
 def test_run_overrides_leave_threads_to_ocrbench_unless_given():
     assert "train.threads=1" not in bench.run_overrides(bench.BenchSettings())
     overrides = bench.run_overrides(bench.BenchSettings(threads=1, epochs=3, overrides=["train.epochs=4"]))
@@ -200,7 +217,8 @@ def test_bench_short_all_backends(tmp_path):
         name = row["backend"]
         assert row["error"] is None, name
         assert row["minimal"]["train_samples_per_s"] > 0 and row["minimal"]["infer_samples_per_s"] > 0, name
-        assert row["minimal"]["threads"] == 1, name
+        assert row["minimal"]["threads"] == 1 and row["minimal_before"]["threads"] == 1, name
+        assert row["minimal_before"]["train_samples_per_s"] > 0 and row["drift"] >= 0, name
         assert row["minimal_1_thread"] is None, name      # 1 thread given: nothing to compare with
         run = row["run"]
         assert run["status"] == "ok" and run["steady_samples_per_s"] > 0 and row["ratio"] > 0, name
@@ -210,4 +228,4 @@ def test_bench_short_all_backends(tmp_path):
         assert parts == pytest.approx(timing["train_s"], rel=0.05, abs=0.05), name
         assert timing["core_s"] >= timing["worker_s"] > timing["train_s"] > 0, name
         assert timing["cpu_utilisation"] > 0, name
-    assert "ocrbench bench" in result.stdout and "minimal /s" in result.stdout
+    assert "ocrbench bench" in result.stdout and "minimal before /s" in result.stdout
