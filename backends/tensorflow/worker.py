@@ -61,8 +61,7 @@ class TensorFlowTrainer(Trainer):
     def setup(self) -> dict:
         job = self.job
         threads = self.threads()
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))   # + tf.data
+        set_threads(threads)
         gpus = tf.config.list_physical_devices("GPU")
         self.require_gpus(lambda: len(gpus), hint="the registry's tensorflow-cpu has no CUDA: point the "
                           "backend at an interpreter with a CUDA build via --python")
@@ -495,6 +494,15 @@ def export_onnx(trainer: TensorFlowTrainer, path: Path, opset: int, probe: np.nd
     compare_logits("ONNX (onnxruntime)", expected,
                    session.run(None, {session.get_inputs()[0].name: probe})[0])
     return [path]
+
+
+def set_threads(threads: int) -> None:
+    """TensorFlow's pools, before any op runs: ``threads`` intra-op (inside one kernel) and up to 2 inter-op
+    (independent ops side by side: the bidirectional LSTM's two directions, tf.data beside the step). The
+    minimal loop (benchmarks/minimal/tensorflow_loop.py) calls this too, so that ``ocrbench bench`` compares
+    the steps, not two thread settings."""
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
 
 
 def main(argv: list[str]) -> None:

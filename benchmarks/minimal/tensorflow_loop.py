@@ -1,6 +1,7 @@
 """Minimal TensorFlow loop of the shared crnn (benchmarks/minimal/harness.py): the Keras model in NHWC, a
-``tf.function`` training step (``mode: xla`` compiles it with ``jit_compile=True``), intra-op threads from the
-config and inter-op 1, Adam, ``tf.nn.ctc_loss`` on sparse labels with the blank last (the native kernel)."""
+``tf.function`` training step (``mode: xla`` compiles it with ``jit_compile=True``), the backend's thread
+pools (``set_threads``: intra-op threads from the config, inter-op up to 2), Adam, ``tf.nn.ctc_loss`` on
+sparse labels with the blank last (the native kernel)."""
 
 import os
 
@@ -14,14 +15,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from backends.tensorflow.model import crnn  # noqa: E402
+from backends.tensorflow.worker import set_threads  # noqa: E402
 
 
 class TensorFlowLoop(harness.Loop):
     framework = "tensorflow"
 
     def __init__(self, cfg: harness.Config, batch: harness.Batch):
-        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        set_threads(cfg.threads)
         keras.utils.set_random_seed(cfg.seed)
         self.cfg = cfg
         self.model = crnn(cfg.classes, cfg.input_width, cfg.channels, cfg.hidden)
